@@ -1,0 +1,300 @@
+"""Models and tokenizers: NLLB-200 / M2M100 / Marian checkpoints by hub name or local folder, and the
+embedded ``tiny`` NLLB-architecture model built offline from a SentencePiece vocabulary.
+
+NLLB conventions (transformers 5.x): the source is ``[src_code] tokens </s>`` (``tokenizer.src_lang``),
+the labels ``[tgt_code] tokens </s>`` (``text_target=`` with ``tokenizer.tgt_lang``), and generation
+starts with ``decoder_start_token_id`` (``</s>``) followed by the forced BOS token
+``tokenizer.convert_tokens_to_ids(tgt_code)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from .config import Config, TinyModelConfig
+from .languages import DEMO_LANGUAGES
+
+__all__ = [
+    "ModelError",
+    "ModelBundle",
+    "language_codes",
+    "build_tokenizer",
+    "build_tiny_model",
+    "load_pretrained",
+    "set_languages",
+    "forced_bos_token_id",
+    "prepare_model",
+    "demo_base",
+    "cache_dir",
+    "base_licence",
+]
+
+log = logging.getLogger(__name__)
+
+
+class ModelError(RuntimeError):
+    """A model or tokenizer cannot be loaded or does not fit the language pair; the message says the fix."""
+
+
+@dataclass
+class ModelBundle:
+    """A model with its tokenizer, set up for one language pair.
+
+    Attributes:
+        model: a ``transformers`` sequence-to-sequence model (``M2M100ForConditionalGeneration`` for NLLB).
+        tokenizer: its tokenizer, ``src_lang``/``tgt_lang`` set.
+        base_model: what the user asked for (``tiny``, a hub name or a folder); shown in reports.
+        licence: licence of the base weights (SPDX-like id, e.g. ``cc-by-nc-4.0``).
+        description: one line on where the weights come from.
+    """
+
+    model: Any
+    tokenizer: Any
+    base_model: str
+    licence: str
+    description: str
+
+
+def language_codes() -> list[str]:
+    """Special tokens of the tiny tokenizer: NLLB's 202 FLORES-200 codes, then the demo languages."""
+    from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES
+
+    return list(FAIRSEQ_LANGUAGE_CODES) + [c for c in DEMO_LANGUAGES if c not in FAIRSEQ_LANGUAGE_CODES]
+
+
+def build_tokenizer(folder: str | os.PathLike, texts: Sequence[str], vocab_size: int, src_lang: str,
+                    tgt_lang: str, seed: int = 0) -> Any:
+    """Train a SentencePiece BPE model on ``texts`` and return an ``NllbTokenizer`` over it.
+
+    The model is saved as ``<folder>/sentencepiece.bpe.model`` (NLLB's file name) and the tokenizer
+    gets the FLORES-200 codes as special tokens. If the corpus is too small for ``vocab_size``,
+    SentencePiece's own maximum is used instead (logged).
+
+    Raises:
+        ModelError: ``texts`` is empty.
+    """
+    import sentencepiece as spm
+    from transformers import NllbTokenizer
+
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise ModelError("cannot train a SentencePiece model on an empty corpus")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt", delete=False) as fh:
+        fh.write("\n".join(texts) + "\n")
+        corpus = fh.name
+    kwargs = dict(input=corpus, model_prefix=str(folder / "sentencepiece.bpe"), model_type="bpe",
+                  character_coverage=1.0, input_sentence_size=200_000, shuffle_input_sentence=True,
+                  seed_sentencepiece_size=200_000, minloglevel=2, num_threads=2)
+    try:
+        try:
+            spm.SentencePieceTrainer.train(vocab_size=vocab_size, **kwargs)
+        except RuntimeError as e:  # "Vocabulary size is too high ... Please set it to a value <= N."
+            import re
+
+            m = re.search(r"<= (\d+)", str(e))
+            if not m:
+                raise
+            log.warning("corpus too small for vocab_size %d; using %s", vocab_size, m.group(1))
+            spm.SentencePieceTrainer.train(vocab_size=int(m.group(1)), **kwargs)
+    finally:
+        os.unlink(corpus)
+    (folder / "sentencepiece.bpe.vocab").unlink(missing_ok=True)
+    return NllbTokenizer.from_pretrained(str(folder), src_lang=src_lang, tgt_lang=tgt_lang,
+                                         extra_special_tokens=language_codes())
+
+
+def build_tiny_model(tiny: TinyModelConfig, tokenizer: Any, seed: int = 42) -> Any:
+    """A freshly initialised NLLB-architecture (``M2M100Config``) model sized by ``tiny``.
+
+    Vocabulary size is ``len(tokenizer)``; special ids follow the tokenizer; LayerDrop is 0.
+    """
+    import torch
+    from transformers import M2M100Config, M2M100ForConditionalGeneration
+
+    config = M2M100Config(
+        vocab_size=len(tokenizer), d_model=tiny.d_model, encoder_layers=tiny.encoder_layers,
+        decoder_layers=tiny.decoder_layers, encoder_attention_heads=tiny.attention_heads,
+        decoder_attention_heads=tiny.attention_heads, encoder_ffn_dim=tiny.ffn_dim, decoder_ffn_dim=tiny.ffn_dim,
+        dropout=tiny.dropout, attention_dropout=0.0, activation_dropout=0.0, encoder_layerdrop=0.0,
+        decoder_layerdrop=0.0, max_position_embeddings=tiny.max_position_embeddings, scale_embedding=True,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    return M2M100ForConditionalGeneration(config)
+
+
+def set_languages(tokenizer: Any, src_lang: str, tgt_lang: str) -> None:
+    """Point the tokenizer at the pair; for tokenizers without language codes (Marian) do nothing.
+
+    Raises:
+        ModelError: the tokenizer has language codes but not one of these (with the fix).
+    """
+    if not hasattr(tokenizer, "src_lang"):
+        return
+    unk = tokenizer.unk_token_id
+    for field, code in (("data.src_lang", src_lang), ("data.tgt_lang", tgt_lang)):
+        if tokenizer.convert_tokens_to_ids(code) in (None, unk):
+            raise ModelError(f"{field}: the model's tokenizer has no language code {code!r}; pick a language the "
+                             "model knows (NLLB-200: a FLORES-200 code such as gle_Latn)")
+    tokenizer.src_lang = src_lang
+    tokenizer.tgt_lang = tgt_lang
+
+
+def forced_bos_token_id(tokenizer: Any, tgt_lang: str) -> Optional[int]:
+    """Id of the target language code that generation must start with (None for Marian-style models)."""
+    if not hasattr(tokenizer, "src_lang"):
+        return None
+    return tokenizer.convert_tokens_to_ids(tgt_lang)
+
+
+def base_licence(name_or_path: str) -> str:
+    """Licence id of a base model's weights: NLLB-200 weights are CC BY-NC 4.0 (Meta AI, 2022)."""
+    n = name_or_path.lower()
+    if "nllb" in n:
+        return "cc-by-nc-4.0"
+    if n == "tiny" or n.startswith("tiny"):
+        return "apache-2.0"
+    if "m2m100" in n or "opus-mt" in n:
+        return "mit" if "m2m100" in n else "cc-by-4.0"
+    return "unknown"
+
+
+def load_pretrained(name_or_path: str, src_lang: str, tgt_lang: str, local_files_only: bool = False) -> tuple[Any, Any]:
+    """Load a sequence-to-sequence checkpoint (NLLB-200, M2M100, Marian) and its tokenizer.
+
+    ``name_or_path`` is a local folder (``save_pretrained`` output) or a hub name such as
+    ``facebook/nllb-200-distilled-600M``. Returns ``(model, tokenizer)`` with languages set.
+
+    Raises:
+        ModelError: the folder is incomplete, or the hub cannot be reached (offline), with the fix.
+    """
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    local = Path(name_or_path).exists()
+    offline = local_files_only or os.environ.get("HF_HUB_OFFLINE") == "1"
+    try:
+        kwargs: dict[str, Any] = {"local_files_only": offline}
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+        model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError) as e:
+        if local:
+            raise ModelError(f"{name_or_path}: not a complete model folder ({e}); it needs config.json, the weights "
+                             "(model.safetensors) and the tokenizer files, as written by save_pretrained") from e
+        raise ModelError(
+            f"model.name_or_path: cannot load {name_or_path!r} from the Hugging Face hub ({type(e).__name__}). "
+            "Without network access, download it elsewhere (huggingface-cli download "
+            f"{name_or_path} --local-dir ./{Path(name_or_path).name}), copy that folder here and set "
+            f"model.name_or_path to the folder, or use model.name_or_path=tiny for the offline demo model") from e
+    set_languages(tokenizer, src_lang, tgt_lang)
+    return model, tokenizer
+
+
+def cache_dir() -> Path:
+    """adaptmllm's cache folder: ``$ADAPTMLLM_CACHE`` or ``~/.cache/adaptmllm``."""
+    return Path(os.environ.get("ADAPTMLLM_CACHE") or Path.home() / ".cache" / "adaptmllm")
+
+
+def demo_base(tiny: TinyModelConfig, seed: int = 42, progress: bool = True) -> Path:
+    """The demo's multilingual base model (cached): a tiny NLLB-architecture model pretrained on
+    general-domain artificial pairs English -> each demo language (see :mod:`adaptmllm.demo`).
+
+    Built once per (tiny sizes, generator version, seed) into ``cache_dir()/demo-base-<hash>`` and
+    reused. Takes about a minute on 2 CPU cores at the default sizes. Returns the folder
+    (``save_pretrained`` layout: model + tokenizer).
+    """
+    from . import demo
+
+    key = hashlib.sha256(json.dumps([asdict(tiny), demo.VERSION, seed], sort_keys=True).encode()).hexdigest()[:12]
+    folder = cache_dir() / f"demo-base-{key}"
+    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+        return folder
+    import torch
+    from transformers import Seq2SeqTrainer
+
+    from .config import TrainConfig
+    from .train import make_collator, tokenize_pairs, training_args
+
+    log.info("pretraining the demo's multilingual base model once (cached in %s)", folder)
+    work = Path(tempfile.mkdtemp(prefix="demo-base-", dir=cache_dir() if cache_dir().exists() else None))
+    try:
+        srcs, tgts, langs = [], [], []
+        for i, lang in enumerate(demo.DEMO_TARGETS):
+            s, t = demo.general_pairs(lang, tiny.pretrain_pairs, seed=seed + i)
+            srcs += s
+            tgts += t
+            langs += [lang] * len(s)
+        tokenizer = build_tokenizer(work / "tok", srcs + tgts, tiny.vocab_size, "eng_Latn", demo.DEMO_TARGETS[0], seed)
+        model = build_tiny_model(tiny, tokenizer, seed)
+        datasets = []
+        for lang in demo.DEMO_TARGETS:
+            idx = [i for i, lg in enumerate(langs) if lg == lang]
+            tokenizer.tgt_lang = lang
+            datasets.append(tokenize_pairs(tokenizer, [srcs[i] for i in idx], [tgts[i] for i in idx], 128, 128))
+        from datasets import concatenate_datasets
+
+        train_ds = concatenate_datasets(datasets).shuffle(seed=seed)
+        tc = TrainConfig(learning_rate=2e-3, num_train_epochs=tiny.pretrain_epochs, per_device_train_batch_size=64,
+                         seed=seed, warmup_ratio=0.05, logging_steps=50, precision="fp32")
+        args = training_args(tc, work / "trainer", evaluate=False, progress=progress)
+        trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
+                                 data_collator=make_collator(tokenizer, model))
+        trainer.train()
+        tokenizer.tgt_lang = demo.DEMO_TARGETS[0]
+        tmp = work / "final"
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, folder)
+        del trainer, model
+        torch.set_num_threads(torch.get_num_threads())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return folder
+
+
+def prepare_model(config: Config, train_texts: Sequence[str] = (), tokenizer_dir: str | os.PathLike | None = None,
+                  progress: bool = True) -> ModelBundle:
+    """The model to fine-tune, set up for ``config.data``'s language pair.
+
+    - ``model.name_or_path == "tiny"`` with the embedded demo corpus (``data.train`` empty) and
+      ``model.tiny.pretrain``: the cached demo base (:func:`demo_base`), which translates a little.
+    - ``tiny`` otherwise: a from-scratch model over a SentencePiece vocabulary trained on
+      ``train_texts`` (both sides), saved under ``tokenizer_dir``.
+    - anything else: :func:`load_pretrained`.
+
+    Raises:
+        ModelError: see :func:`load_pretrained` and :func:`set_languages`.
+    """
+    d, m = config.data, config.model
+    if m.name_or_path == "tiny":
+        if d.train is None and m.tiny.pretrain:
+            from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+            folder = demo_base(m.tiny, seed=config.train.seed, progress=progress)
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            model = AutoModelForSeq2SeqLM.from_pretrained(folder)
+            set_languages(tokenizer, d.src_lang, d.tgt_lang)
+            return ModelBundle(model, tokenizer, "tiny", base_licence("tiny"),
+                               "adaptmllm's tiny multilingual demo base, pretrained on general-domain artificial pairs")
+        if tokenizer_dir is None:
+            tokenizer_dir = tempfile.mkdtemp(prefix="adaptmllm-spm-")
+        tokenizer = build_tokenizer(tokenizer_dir, list(train_texts), m.tiny.vocab_size, d.src_lang, d.tgt_lang,
+                                    seed=config.train.seed)
+        model = build_tiny_model(m.tiny, tokenizer, seed=config.train.seed)
+        return ModelBundle(model, tokenizer, "tiny", base_licence("tiny"),
+                           "adaptmllm's tiny NLLB-architecture model, trained from scratch on this corpus")
+    model, tokenizer = load_pretrained(m.name_or_path, d.src_lang, d.tgt_lang, m.local_files_only)
+    return ModelBundle(model, tokenizer, m.name_or_path, base_licence(m.name_or_path), f"pretrained {m.name_or_path}")
