@@ -1,0 +1,52 @@
+"""adaptmllm: fine-tune NLLB-200 (and other multilingual translation models) for low-resource pairs.
+
+The small public API::
+
+    import adaptmllm
+    cfg = adaptmllm.Config(name="demo")            # or adaptmllm.load_config("configs/demo.yaml")
+    result = adaptmllm.run(cfg)                    # -> runs/demo/ (metrics.json, report.md, model/)
+    adaptmllm.translate(["The nurse treats the patient."], model="runs/demo/model",
+                        src_lang="eng_Latn", tgt_lang="qaa_Latn")
+    adaptmllm.score(hypotheses, references)        # BLEU, chrF++, TER with sacrebleu signatures
+
+Heavy libraries (torch, transformers) are imported only when a function needs them.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .config import (Config, ConfigError, DataConfig, EvalConfig, GreenConfig, ModelConfig, TinyModelConfig,
+                     TrainConfig, load_config, save_config)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config", "ConfigError", "DataConfig", "ModelConfig", "TinyModelConfig", "TrainConfig", "EvalConfig",
+    "GreenConfig", "load_config", "save_config", "run", "translate", "score", "__version__",
+]
+
+
+def run(config: Config | dict, progress: bool = True):
+    """Run the whole pipeline (see :func:`adaptmllm.pipeline.run`). Returns a ``RunResult``."""
+    from .pipeline import run as _run
+
+    return _run(config, progress=progress)
+
+
+def translate(texts: Sequence[str], model: str, src_lang: str, tgt_lang: str, num_beams: int = 4,
+              max_new_tokens: int = 256, batch_size: int = 32) -> list[str]:
+    """Translate N segments with the model folder (or hub name) ``model``; returns N translations."""
+    from .model import load_pretrained
+    from .translate import translate_texts
+
+    m, tok = load_pretrained(model, src_lang, tgt_lang)
+    return translate_texts(m, tok, list(texts), src_lang, tgt_lang, num_beams=num_beams,
+                           max_new_tokens=max_new_tokens, batch_size=batch_size)
+
+
+def score(hypotheses: Sequence[str], references: Sequence[str], bleu_tokenize: str = "13a") -> dict:
+    """Corpus BLEU, chrF++ and TER with signatures (see :func:`adaptmllm.metrics.score`)."""
+    from .metrics import score as _score
+
+    return _score(list(hypotheses), list(references), bleu_tokenize)

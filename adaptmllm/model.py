@@ -35,6 +35,8 @@ __all__ = [
     "demo_base",
     "cache_dir",
     "base_licence",
+    "demo_base_key",
+    "SHIPPED_DEMO_BASE",
 ]
 
 log = logging.getLogger(__name__)
@@ -206,19 +208,46 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ADAPTMLLM_CACHE") or Path.home() / ".cache" / "adaptmllm")
 
 
-def demo_base(tiny: TinyModelConfig, seed: int = 42, progress: bool = True) -> Path:
+SHIPPED_DEMO_BASE = Path(__file__).resolve().parents[1] / "assets" / "demo-base"
+"""The demo base at the default tiny sizes, shipped in the repository (about 4 MB), so the demo
+and the tests skip the pretraining; rebuilt by :func:`demo_base` whenever the sizes or the demo
+generator change (``python -m adaptmllm.model --rebuild-demo-base`` refreshes it)."""
+
+DEMO_BASE_SEED = 42
+"""Seed of the demo base's pretraining (independent of ``train.seed``)."""
+
+
+def demo_base_key(tiny: TinyModelConfig, seed: int = DEMO_BASE_SEED) -> str:
+    """Cache key of a demo base: a hash of the tiny sizes, the demo generator version and the seed."""
+    from . import demo
+
+    return hashlib.sha256(json.dumps([asdict(tiny), demo.VERSION, seed], sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _read_key(folder: Path) -> Optional[str]:
+    try:
+        return json.loads((folder / "adaptmllm_base.json").read_text())["key"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def demo_base(tiny: TinyModelConfig, seed: int = DEMO_BASE_SEED, progress: bool = True) -> Path:
     """The demo's multilingual base model (cached): a tiny NLLB-architecture model pretrained on
     general-domain artificial pairs English -> each demo language (see :mod:`adaptmllm.demo`).
 
-    Built once per (tiny sizes, generator version, seed) into ``cache_dir()/demo-base-<hash>`` and
-    reused. Takes about a minute on 2 CPU cores at the default sizes. Returns the folder
-    (``save_pretrained`` layout: model + tokenizer).
+    At the default sizes the shipped copy (:data:`SHIPPED_DEMO_BASE`) is used. Otherwise it is built
+    once per (tiny sizes, generator version, seed) into ``cache_dir()/demo-base-<hash>`` and reused;
+    that takes about two minutes on 2 CPU cores at the default sizes. Returns the folder
+    (``save_pretrained`` layout: model + tokenizer + ``adaptmllm_base.json`` with the key).
     """
     from . import demo
 
-    key = hashlib.sha256(json.dumps([asdict(tiny), demo.VERSION, seed], sort_keys=True).encode()).hexdigest()[:12]
+    key = demo_base_key(tiny, seed)
+    shipped = SHIPPED_DEMO_BASE
+    if (shipped / "model.safetensors").is_file() and _read_key(shipped) == key:
+        return shipped
     folder = cache_dir() / f"demo-base-{key}"
-    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+    if (folder / "model.safetensors").is_file() and _read_key(folder) == key:
         return folder
     import torch
     from transformers import Seq2SeqTrainer
@@ -255,6 +284,8 @@ def demo_base(tiny: TinyModelConfig, seed: int = 42, progress: bool = True) -> P
         tmp = work / "final"
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        (tmp / "adaptmllm_base.json").write_text(json.dumps({"key": key, "tiny": asdict(tiny), "seed": seed,
+                                                             "demo_version": demo.VERSION}, indent=2))
         shutil.rmtree(folder, ignore_errors=True)
         folder.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, folder)
@@ -266,13 +297,14 @@ def demo_base(tiny: TinyModelConfig, seed: int = 42, progress: bool = True) -> P
 
 
 def prepare_model(config: Config, train_texts: Sequence[str] = (), tokenizer_dir: str | os.PathLike | None = None,
-                  progress: bool = True) -> ModelBundle:
+                  progress: bool = True, reuse_tokenizer: bool = False) -> ModelBundle:
     """The model to fine-tune, set up for ``config.data``'s language pair.
 
     - ``model.name_or_path == "tiny"`` with the embedded demo corpus (``data.train`` empty) and
       ``model.tiny.pretrain``: the cached demo base (:func:`demo_base`), which translates a little.
     - ``tiny`` otherwise: a from-scratch model over a SentencePiece vocabulary trained on
-      ``train_texts`` (both sides), saved under ``tokenizer_dir``.
+      ``train_texts`` (both sides), saved under ``tokenizer_dir`` (reused from there with
+      ``reuse_tokenizer``, e.g. on resume, so the vocabulary matches the checkpoints).
     - anything else: :func:`load_pretrained`.
 
     Raises:
@@ -283,7 +315,7 @@ def prepare_model(config: Config, train_texts: Sequence[str] = (), tokenizer_dir
         if d.train is None and m.tiny.pretrain:
             from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-            folder = demo_base(m.tiny, seed=config.train.seed, progress=progress)
+            folder = demo_base(m.tiny, progress=progress)
             tokenizer = AutoTokenizer.from_pretrained(folder)
             model = AutoModelForSeq2SeqLM.from_pretrained(folder)
             set_languages(tokenizer, d.src_lang, d.tgt_lang)
@@ -291,10 +323,32 @@ def prepare_model(config: Config, train_texts: Sequence[str] = (), tokenizer_dir
                                "adaptmllm's tiny multilingual demo base, pretrained on general-domain artificial pairs")
         if tokenizer_dir is None:
             tokenizer_dir = tempfile.mkdtemp(prefix="adaptmllm-spm-")
-        tokenizer = build_tokenizer(tokenizer_dir, list(train_texts), m.tiny.vocab_size, d.src_lang, d.tgt_lang,
-                                    seed=config.train.seed)
+        saved = Path(tokenizer_dir) / "tokenizer.json"
+        if reuse_tokenizer and saved.is_file():
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+            set_languages(tokenizer, d.src_lang, d.tgt_lang)
+        else:
+            tokenizer = build_tokenizer(tokenizer_dir, list(train_texts), m.tiny.vocab_size, d.src_lang, d.tgt_lang,
+                                        seed=config.train.seed)
+            tokenizer.save_pretrained(tokenizer_dir)
         model = build_tiny_model(m.tiny, tokenizer, seed=config.train.seed)
         return ModelBundle(model, tokenizer, "tiny", base_licence("tiny"),
                            "adaptmllm's tiny NLLB-architecture model, trained from scratch on this corpus")
     model, tokenizer = load_pretrained(m.name_or_path, d.src_lang, d.tgt_lang, m.local_files_only)
     return ModelBundle(model, tokenizer, m.name_or_path, base_licence(m.name_or_path), f"pretrained {m.name_or_path}")
+
+
+if __name__ == "__main__":  # pragma: no cover - maintenance entry point
+    import sys
+
+    if sys.argv[1:] == ["--rebuild-demo-base"]:
+        logging.basicConfig(level=logging.INFO)
+        built = demo_base(TinyModelConfig(), progress=True)
+        if built != SHIPPED_DEMO_BASE:
+            shutil.rmtree(SHIPPED_DEMO_BASE, ignore_errors=True)
+            shutil.copytree(built, SHIPPED_DEMO_BASE)
+        print(SHIPPED_DEMO_BASE)
+    else:
+        print("usage: python -m adaptmllm.model --rebuild-demo-base")

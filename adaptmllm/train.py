@@ -31,7 +31,7 @@ class TrainResult:
         best_checkpoint: folder of the checkpoint with the best dev metric (None if never evaluated).
         best_metric: its dev score (``metric`` units: BLEU/chrF++/TER points, 0-100).
         metric: the dev metric used (``chrf``, ``bleu`` or ``ter``).
-        baseline_dev: the dev score of the model before fine-tuning (None when resumed or not evaluated).
+        baseline_dev: the dev score of the model before fine-tuning (None when not evaluated).
         history: the Trainer's ``log_history`` (dicts with ``step``, ``epoch`` and ``loss`` or ``eval_*``).
         global_step: optimizer steps done.
         train_runtime_s: seconds spent in ``trainer.train`` (this process).
@@ -100,7 +100,8 @@ def training_args(tc: TrainConfig, output_dir: str | os.PathLike, evaluate: bool
         lr_scheduler_type="linear", seed=tc.seed, data_seed=tc.seed, logging_steps=tc.logging_steps,
         logging_first_step=True, bf16=precision == "bf16", fp16=precision == "fp16",
         report_to=[] if tc.report_to == "none" else [tc.report_to], disable_tqdm=not progress,
-        save_total_limit=tc.save_total_limit, dataloader_num_workers=0, remove_unused_columns=True,
+        save_total_limit=tc.save_total_limit,
+        train_sampling_strategy="group_by_length" if tc.group_by_length else "random", dataloader_num_workers=0, remove_unused_columns=True,
         predict_with_generate=evaluate, generation_max_length=generation_max_length, generation_num_beams=1,
     )
     if evaluate:
@@ -212,15 +213,17 @@ def fine_tune(model: Any, tokenizer: Any, tc: TrainConfig, train_src: Sequence[s
     resume = last_checkpoint(output_dir) if tc.resume else None
     if tc.resume and resume is None:
         log.warning("train.resume: no checkpoint in %s yet; starting from the beginning", output_dir)
-    baseline_dev = None
-    if resume is None and score_baseline_dev:
+    baseline_dev, history = None, []
+    if score_baseline_dev:
         # The untouched model's dev score: epoch 0 of the curves, and the bar fine-tuning must clear.
-        baseline_dev = trainer.evaluate()[f"eval_{tc.metric_for_best_model}"]
+        base = trainer.evaluate()
+        baseline_dev = base[f"eval_{tc.metric_for_best_model}"]
+        history.append({**base, "epoch": 0.0, "step": 0})
     out = trainer.train(resume_from_checkpoint=resume)
     state = trainer.state
     result = TrainResult(
         best_checkpoint=state.best_model_checkpoint, best_metric=state.best_metric, metric=tc.metric_for_best_model,
-        baseline_dev=baseline_dev, history=list(state.log_history), global_step=state.global_step,
+        baseline_dev=baseline_dev, history=history + list(state.log_history), global_step=state.global_step,
         train_runtime_s=float(out.metrics.get("train_runtime", 0.0)), resumed_from=resume,
     )
     return trainer, result

@@ -47,7 +47,7 @@ def translate_texts(model: Any, tokenizer: Any, texts: Sequence[str], src_lang: 
                 idx = [todo[j] for j in batch]
                 enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
                                 max_length=max_source_length).to(device)
-                gen_kwargs: dict[str, Any] = dict(num_beams=num_beams, max_new_tokens=max_new_tokens)
+                gen_kwargs: dict[str, Any] = dict(num_beams=num_beams, max_new_tokens=max_new_tokens, max_length=None)
                 if bos is not None:
                     gen_kwargs["forced_bos_token_id"] = bos
                 ids = model.generate(**enc, **gen_kwargs)

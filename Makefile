@@ -1,0 +1,29 @@
+# Fresh machine: `make demo` runs the main job on the embedded default, `make test` runs the tests.
+# Both create .venv if missing and install what they need.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# CPU build of torch (pip takes it from this machine's disk); on Colab torch is already there.
+TORCH  ?= torch==2.13.0
+export HF_HUB_OFFLINE ?= 1
+export GRADIO_ANALYTICS_ENABLED ?= False
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo demo-hpo test bench clean
+
+$(VENV)/.installed: pyproject.toml requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/adaptmllm run --config configs/demo.yaml --overwrite true
+
+test: install
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,236 @@
+"""``adaptmllm`` command line: thin subcommands over the same functions as the Python API.
+
+    adaptmllm run --config configs/demo.yaml --train.learning_rate 3e-4
+    adaptmllm translate --model runs/demo/model --src eng_Latn --tgt qaa_Latn < in.txt > out.txt
+    ADAPTMLLM_AUTH=translator:PASSWORD adaptmllm serve --model runs/demo/model --share
+    adaptmllm human-eval-report --run runs/demo
+
+Every ``Config`` field is a flag (``--data.train``, ``--train.num_train_epochs``...), with its
+docstring as help; ``--config FILE.yaml`` loads a preset first and later flags override it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+def _quiet_env() -> None:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def build_parser():
+    """The jsonargparse parser with the ``run``, ``translate``, ``serve`` and ``human-eval-report`` subcommands."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from .config import Config
+
+    parser = ArgumentParser(prog="adaptmllm", description="Fine-tune NLLB-200 for low-resource language pairs.",
+                            exit_on_error=True)
+    sub = parser.add_subcommands(dest="command")
+
+    run = ArgumentParser(description="Run data -> model -> fine-tune -> evaluate -> green report into runs/<name>/.")
+    run.add_argument("--config", action=ActionConfigFile, help="YAML preset (see configs/)")
+    run.add_class_arguments(Config, as_group=False)
+    run.add_argument("--quiet", type=bool, default=False, help="no progress bars")
+    sub.add_subcommand("run", run, help="fine-tune and evaluate (the whole pipeline)")
+
+    tr = ArgumentParser(description="Translate sentences (one per line) from a file or stdin, batched.")
+    tr.add_argument("--model", type=str, required=True, help="model folder, e.g. runs/demo/model")
+    tr.add_argument("--src", type=str, required=True, help="source language (FLORES-200 code, e.g. eng_Latn)")
+    tr.add_argument("--tgt", type=str, required=True, help="target language (FLORES-200 code, e.g. gle_Latn)")
+    tr.add_argument("--input", type=Optional[str], default=None, help="input file (default: stdin)")
+    tr.add_argument("--output", type=Optional[str], default=None, help="output file (default: stdout)")
+    tr.add_argument("--num_beams", type=int, default=4, help="beam size")
+    tr.add_argument("--max_new_tokens", type=int, default=256, help="longest translation in tokens")
+    tr.add_argument("--batch_size", type=int, default=32, help="segments per batch")
+    sub.add_subcommand("translate", tr, help="translate a file or stdin with a model folder")
+    _add_serve_commands(sub)
+    return parser
+
+
+def _add_serve_commands(sub) -> None:
+    """The ``serve`` and ``human-eval-report`` subcommands (playground and human evaluation)."""
+    from jsonargparse import ArgumentParser
+
+    from .config import ServeConfig
+
+    sv = ArgumentParser(description="Serve the translation playground and human evaluation (Gradio). "
+                        "Sharing (--share) needs --auth USER:PASSWORD (or ADAPTMLLM_AUTH, or --auth_file).")
+    sv.add_argument("--model", type=str, required=True, help="fine-tuned model folder, e.g. runs/demo/model")
+    sv.add_argument("--baseline", type=Optional[str], default=None,
+                    help="baseline model (folder or hub name) shown side by side")
+    sv.add_argument("--run", type=Optional[str], default=None,
+                    help="run folder whose test set annotators rate (default: the model folder's parent)")
+    sv.add_argument("--segments", type=Optional[str], default=None,
+                    help="TSV of segments to rate (columns source, system, output) instead of a run folder")
+    sv.add_argument("--db", type=Optional[str], default=None,
+                    help="annotation database (default: <run>/human_eval.sqlite)")
+    sv.add_argument("--src", type=Optional[str], default=None, help="source language the page starts with")
+    sv.add_argument("--tgt", type=Optional[str], default=None, help="target language the page starts with")
+    sv.add_argument("--share", action="store_true", help="create a public gradio.live link (needs --auth)")
+    sv.add_argument("--auth", type=Optional[str], default=None,
+                    help="USER:PASSWORD required to open the page (default: $ADAPTMLLM_AUTH); "
+                         "prefer --auth_file or the variable: a command line is visible to other local users")
+    sv.add_argument("--auth_file", type=Optional[str], default=None,
+                    help="file with one USER:PASSWORD per line (one login per translator)")
+    sv.add_argument("--insecure-share", "--insecure_share", dest="insecure_share", action="store_true",
+                    help="allow --share without a password (anyone with the link can use the server)")
+    sv.add_class_arguments(ServeConfig, "serve")
+    sub.add_subcommand("serve", sv, help="translation playground and human evaluation in the browser")
+
+    hr = ArgumentParser(description="Summarise human evaluation: mean SQM with 95% CI, MQM points per 100 "
+                        "source words, error counts by category; CSV, JSON, markdown and a bar chart.")
+    hr.add_argument("--run", type=Optional[str], default=None, help="run folder holding human_eval.sqlite")
+    hr.add_argument("--db", type=Optional[str], default=None, help="annotation database (instead of --run)")
+    hr.add_argument("--out", type=Optional[str], default=None, help="output folder (default: the database's)")
+    hr.add_argument("--mqm_preset", type=str, default="mqm",
+                    help="severity weights: mqm (minor 1, major 5, non-translation 25) or adaptmllm (minor 1, major 10)")
+    hr.add_argument("--mqm_minor", type=Optional[float], default=None, help="override the minor weight")
+    hr.add_argument("--mqm_major", type=Optional[float], default=None, help="override the major weight")
+    hr.add_argument("--mqm_non_translation", type=Optional[float], default=None,
+                    help="override the non-translation weight")
+    sub.add_subcommand("human-eval-report", hr, help="summary table and chart of the human evaluation")
+
+
+def _config_from_namespace(ns) -> "object":
+    from .config import config_from_dict
+
+    d = ns.as_dict()
+    for key in ("config", "__path__", "quiet"):
+        d.pop(key, None)
+    return config_from_dict(d)
+
+
+def _translate(ns) -> int:
+    from .languages import check_code
+    from .model import load_pretrained
+    from .translate import read_lines, translate_texts
+
+    check_code(ns.src, "--src")
+    check_code(ns.tgt, "--tgt")
+    if ns.input:
+        from .data import _read_text  # strict UTF-8 with file/line/offset errors
+
+        from pathlib import Path
+
+        lines = _read_text(Path(ns.input)).split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+    else:
+        lines = read_lines(sys.stdin)
+    model, tokenizer = load_pretrained(ns.model, ns.src, ns.tgt, local_files_only=True)
+    out = translate_texts(model, tokenizer, lines, ns.src, ns.tgt, num_beams=ns.num_beams,
+                          max_new_tokens=ns.max_new_tokens, batch_size=ns.batch_size,
+                          progress=sys.stderr.isatty(), desc="translating")
+    text = "".join(t.replace("\n", " ") + "\n" for t in out)
+    if ns.output:
+        from .io import atomic_write_text
+
+        atomic_write_text(ns.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _read_auth(ns) -> Optional[list]:
+    """Logins from --auth_file, --auth or $ADAPTMLLM_AUTH (never echoed)."""
+    entries = []
+    if ns.auth_file:
+        from pathlib import Path
+
+        for line in Path(ns.auth_file).read_text(encoding="utf-8").splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                entries.append(line.strip())
+    auth = ns.auth or os.environ.get("ADAPTMLLM_AUTH")
+    if auth:
+        entries.append(auth)
+    return entries or None
+
+
+def _serve(ns) -> int:
+    from .config import ServeConfig
+    from .humaneval import HumanEvalError
+    from .playground import AuthError, ShareError, serve
+
+    config = ServeConfig(**{k: v for k, v in ns.serve.as_dict().items() if not k.startswith("__")})
+    try:
+        server = serve(ns.model, ns.baseline, run_dir=ns.run, segments=ns.segments, db=ns.db, src_lang=ns.src,
+                       tgt_lang=ns.tgt, config=config, share=ns.share, auth=_read_auth(ns),
+                       insecure_share=ns.insecure_share)
+    except (ShareError, AuthError, HumanEvalError, OSError) as e:
+        print(f"adaptmllm: error: {e}", file=sys.stderr)
+        return 2
+    print(f"playground: {server.local_url}" + (f"  shared: {server.share_url}" if server.share_url else "")
+          + "  (Ctrl-C to stop)", flush=True)
+    server.block()
+    return 0
+
+
+def _human_eval_report(ns) -> int:
+    from pathlib import Path
+
+    from .humaneval import DB_NAME, HumanEvalError, mqm_weights, write_report
+
+    if not ns.db and not ns.run:
+        print("adaptmllm: error: give --run runs/NAME or --db PATH", file=sys.stderr)
+        return 2
+    try:
+        weights = mqm_weights(ns.mqm_preset, {"minor": ns.mqm_minor, "major": ns.mqm_major,
+                                              "non-translation": ns.mqm_non_translation})
+        out = write_report(ns.db or Path(ns.run) / DB_NAME, ns.out, weights)
+    except HumanEvalError as e:
+        print(f"adaptmllm: error: {e}", file=sys.stderr)
+        return 2
+    print(out["markdown"])
+    print("\n" + "\n".join(f"{k}: {v}" for k, v in out["paths"].items()))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``adaptmllm`` command. Returns the exit status (2 on bad input)."""
+    _quiet_env()
+    from .config import ConfigError
+    from .data import DataError
+    from .languages import LanguageError
+    from .model import ModelError
+    from .pipeline import RunFolderError
+
+    parser = build_parser()
+    ns = parser.parse_args(list(argv) if argv is not None else None)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "codecarbon", "datasets", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        if ns.command == "run":
+            from .pipeline import run
+
+            config = _config_from_namespace(ns.run)
+            result = run(config, progress=not ns.run.quiet)
+            m = result.metrics
+            print(f"\n{result.report}")
+            from .report import verdict
+
+            print(verdict(m))
+            return 0
+        if ns.command == "translate":
+            return _translate(ns.translate)
+        if ns.command == "serve":
+            return _serve(ns.serve)
+        if ns.command == "human-eval-report":
+            return _human_eval_report(ns["human-eval-report"])
+    except (ConfigError, DataError, LanguageError, ModelError, RunFolderError) as e:
+        print(f"adaptmllm: error: {e}", file=sys.stderr)
+        return 2
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

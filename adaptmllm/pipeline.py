@@ -1,0 +1,232 @@
+"""The whole run: data -> model -> baseline score -> fine-tune (green-tracked) -> evaluate -> report.
+
+Every front end (CLI, notebooks, Python API) calls :func:`run`. A run writes one folder
+``<runs_dir>/<name>/``::
+
+    config.yaml          the config used
+    data/                cleaned splits (one segment per line) and data_report.json
+    tokenizer/           the tiny model's SentencePiece tokenizer (tiny models trained from scratch)
+    checkpoints/         Trainer checkpoints (resume from here)
+    history.json         loss and dev-metric history;  training_curves.png  its plot
+    baseline.hyp.txt     baseline test translations;   finetuned.hyp.txt  fine-tuned ones
+    green/emissions.csv  CodeCarbon's log
+    model/               the kept model + tokenizer + model card (README.md)
+    metrics.json         baseline / finetuned / delta / green / ...
+    report.md            the run report
+    run.log              the log
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from .config import Config, ConfigError, config_from_dict, config_to_dict, save_config
+from .io import atomic_write_json
+
+__all__ = ["RunResult", "RunFolderError", "run", "score_model", "prepare_run_dir"]
+
+log = logging.getLogger("adaptmllm")
+
+
+class RunFolderError(RuntimeError):
+    """The run folder already holds another run (and neither overwrite nor resume was asked for)."""
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` produced.
+
+    Attributes:
+        run_dir: the run folder.
+        metrics: the content of ``metrics.json``.
+        model_dir: the kept model's folder (``run_dir/model``).
+        report: path of ``report.md``.
+    """
+
+    run_dir: Path
+    metrics: dict
+    model_dir: Path
+    report: Path
+
+
+def prepare_run_dir(config: Config) -> Path:
+    """Create (or reopen, on resume) the run folder and write ``config.yaml`` into it.
+
+    Raises:
+        RunFolderError: the folder holds another run; pass ``overwrite`` to replace it (the old
+            folder is deleted first, never mixed), ``train.resume`` to continue it, or another ``name``.
+    """
+    run_dir = config.run_dir
+    old = run_dir / "config.yaml"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if config.train.resume and old.is_file():
+            from .config import load_config
+
+            prev = config_to_dict(load_config(old))
+            now = config_to_dict(config)
+            for d in (prev, now):
+                d["train"]["resume"] = False
+                d["overwrite"] = False
+            if prev != now:
+                changed = _diff(prev, now)
+                raise RunFolderError(f"{run_dir}: train.resume asks to continue this run, but its config.yaml differs "
+                                     f"in {', '.join(changed)}; resume with the same settings, or pick another --name")
+        elif config.overwrite:
+            shutil.rmtree(run_dir)
+        else:
+            raise RunFolderError(f"{run_dir} already holds a run; pass --overwrite true to replace it, "
+                                 "--train.resume true to continue it, or --name NAME for a new run folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    return run_dir
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k} ({va!r} -> {vb!r})")
+    return out
+
+
+def _log_to_file(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("adaptmllm", "transformers"):
+        logging.getLogger(name).addHandler(handler)
+    logging.getLogger("adaptmllm").setLevel(logging.INFO)
+    return handler
+
+
+def score_model(model: Any, tokenizer: Any, config: Config, src: list[str], refs: list[str],
+                hyp_path: Optional[Path] = None, progress: bool = False, desc: str = "translating") -> dict:
+    """Translate ``src`` with the eval settings of ``config`` and score against ``refs``.
+
+    Returns :func:`adaptmllm.metrics.score`'s dict plus ``seconds`` (generation time). Writes the
+    hypotheses one per line to ``hyp_path`` when given.
+    """
+    from .metrics import score, write_hypotheses
+    from .translate import translate_texts
+
+    t0 = time.perf_counter()
+    hyps = translate_texts(model, tokenizer, src, config.data.src_lang, config.data.tgt_lang,
+                           num_beams=config.eval.num_beams, max_new_tokens=config.eval.max_new_tokens,
+                           batch_size=config.eval.batch_size, max_source_length=config.model.max_source_length,
+                           progress=progress, desc=desc)
+    seconds = time.perf_counter() - t0
+    if hyp_path is not None:
+        write_hypotheses(hyp_path, hyps)
+    return {**score(hyps, refs, config.eval.bleu_tokenize), "seconds": round(seconds, 3)}
+
+
+def _dev_better(metric: str, a: Optional[float], b: Optional[float]) -> bool:
+    """Is dev score ``a`` better than ``b`` (``ter``: lower is better)?"""
+    if a is None or b is None:
+        return a is not None
+    return a < b if metric == "ter" else a > b
+
+
+def run(config: Config | dict, progress: bool = True) -> RunResult:
+    """Run the whole pipeline for ``config`` and write the run folder (see the module docstring).
+
+    The baseline (the model before fine-tuning) and the fine-tuned model are scored on the same
+    test set with BLEU, chrF++ and TER. The best checkpoint by the dev metric is kept; if
+    fine-tuning never beat the baseline on the dev set, the baseline is what ``model/`` holds, and
+    the report says so.
+
+    Raises:
+        ConfigError, RunFolderError, adaptmllm.data.DataError, adaptmllm.model.ModelError: bad input,
+            each naming the file or field and the fix.
+    """
+    if isinstance(config, dict):
+        config = config_from_dict(config)
+    if not isinstance(config, Config):
+        raise ConfigError(f"config: expected adaptmllm.Config or a dict, got {type(config).__name__}")
+    from .data import prepare_data, save_splits
+    from .green import GreenTracker
+    from .model import prepare_model
+    from .report import build_metrics, plot_history, write_metrics, write_model_card, write_report
+    from .train import fine_tune
+
+    t_start = time.perf_counter()
+    run_dir = prepare_run_dir(config)
+    handler = _log_to_file(run_dir / "run.log")
+    try:
+        log.info("run %s: %s -> %s", config.name, config.data.src_lang, config.data.tgt_lang)
+        prepared = prepare_data(config.data)
+        save_splits(prepared, run_dir / "data")
+        counts = {k: len(getattr(prepared, k)) for k in ("train", "dev", "test")}
+        log.info("data: %s", counts)
+
+        tok_dir = run_dir / "tokenizer"
+        bundle = prepare_model(config, prepared.train.src + prepared.train.tgt, tokenizer_dir=tok_dir,
+                               progress=progress, reuse_tokenizer=config.train.resume)
+        model, tokenizer = bundle.model, bundle.tokenizer
+        n_params = sum(p.numel() for p in model.parameters())
+        log.info("model: %s (%s parameters)", bundle.description, f"{n_params:,}")
+
+        test_src, test_ref = prepared.test.src, prepared.test.tgt
+        baseline = None
+        if config.eval.score_baseline:
+            baseline = score_model(model, tokenizer, config, test_src, test_ref, run_dir / "baseline.hyp.txt",
+                                   progress, "baseline: translating the test set")
+            log.info("baseline test: BLEU %.2f chrF++ %.2f TER %.2f", baseline["bleu"], baseline["chrf"], baseline["ter"])
+
+        with GreenTracker(config.green, run_dir / "green", f"adaptmllm-{config.name}") as green:
+            trainer, result = fine_tune(
+                model, tokenizer, config.train, prepared.train.src, prepared.train.tgt, prepared.dev.src,
+                prepared.dev.tgt, run_dir / "checkpoints", config.data.tgt_lang,
+                config.model.max_source_length, config.model.max_target_length, progress=progress)
+        atomic_write_json(run_dir / "history.json", result.history)
+        curves = plot_history(result.history, run_dir / "training_curves.png")
+        model = trainer.model
+
+        kept = "finetuned"
+        if result.baseline_dev is not None and not _dev_better(result.metric, result.best_metric, result.baseline_dev):
+            kept = "baseline"
+            log.warning("fine-tuning never beat the baseline on the dev set (%s %.2f vs %.2f): keeping the baseline",
+                        result.metric, result.best_metric or float("nan"), result.baseline_dev)
+
+        finetuned = score_model(model, tokenizer, config, test_src, test_ref, run_dir / "finetuned.hyp.txt",
+                                progress, "fine-tuned: translating the test set")
+        log.info("fine-tuned test: BLEU %.2f chrF++ %.2f TER %.2f", finetuned["bleu"], finetuned["chrf"], finetuned["ter"])
+
+        model_dir = run_dir / "model"
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        if kept == "baseline":
+            base = prepare_model(config, prepared.train.src + prepared.train.tgt, tokenizer_dir=tok_dir,
+                                 progress=False, reuse_tokenizer=True)
+            base.model.save_pretrained(model_dir)
+        else:
+            model.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        del trainer
+
+        metrics = build_metrics({
+            "baseline": baseline, "finetuned": finetuned, "green": green.report,
+            "kept": kept,
+            "best_checkpoint": result.best_checkpoint,
+            "dev": {"metric": result.metric, "baseline": result.baseline_dev, "best": result.best_metric},
+            "train": {"global_step": result.global_step, "train_runtime_s": round(result.train_runtime_s, 2),
+                      "resumed_from": result.resumed_from, "n_parameters": n_params},
+            "data": counts,
+            "total_runtime_s": round(time.perf_counter() - t_start, 2),
+        })
+        write_metrics(run_dir, metrics)
+        report = write_report(run_dir, config, metrics, prepared.report, str(curves) if curves else None)
+        write_model_card(model_dir, config, metrics, bundle.base_model, bundle.licence)
+        log.info("done in %.0f s: %s", time.perf_counter() - t_start, report)
+        return RunResult(run_dir, metrics, model_dir, report)
+    finally:
+        for name in ("adaptmllm", "transformers"):
+            logging.getLogger(name).removeHandler(handler)
+        handler.close()
