@@ -27,9 +27,11 @@ def _quiet_env() -> None:
 
 def build_parser():
     """The jsonargparse parser with the ``run``, ``translate``, ``serve`` and ``human-eval-report`` subcommands."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
     from .config import Config
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)  # field docstrings are the help text
 
     parser = ArgumentParser(prog="adaptmllm", description="Fine-tune NLLB-200 for low-resource language pairs.",
                             exit_on_error=True)

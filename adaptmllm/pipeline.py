@@ -157,11 +157,12 @@ def run(config: Config | dict, progress: bool = True) -> RunResult:
     from .train import fine_tune
 
     t_start = time.perf_counter()
+    # Load and clean the data before touching the run folder: bad input fails with nothing written.
+    prepared = prepare_data(config.data)
     run_dir = prepare_run_dir(config)
     handler = _log_to_file(run_dir / "run.log")
     try:
         log.info("run %s: %s -> %s", config.name, config.data.src_lang, config.data.tgt_lang)
-        prepared = prepare_data(config.data)
         save_splits(prepared, run_dir / "data")
         counts = {k: len(getattr(prepared, k)) for k in ("train", "dev", "test")}
         log.info("data: %s", counts)

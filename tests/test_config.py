@@ -73,3 +73,12 @@ def test_cli_reports_config_errors_cleanly(capsys):
     assert main(["run", "--train.learning_rate", "-1"]) == 2
     err = capsys.readouterr().err
     assert "train.learning_rate" in err and "Traceback" not in err
+
+
+def test_field_docstrings_are_the_cli_help(capsys):
+    from adaptmllm.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert "Peak learning rate of AdamW" in out and "FLORES-200 code" in out

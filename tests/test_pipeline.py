@@ -64,3 +64,30 @@ def test_run_folder_is_not_mixed(tiny_run):
     cfg["train"]["resume"] = True  # resume with a different config is refused too, naming the field
     with pytest.raises(RunFolderError, match="differs"):
         prepare_run_dir(config_from_dict(cfg))
+
+
+def test_bad_corpus_fails_clearly_and_writes_nothing(tmp_path, capsys):
+    from adaptmllm.cli import main
+
+    (tmp_path / "train.en").write_text("one\ntwo\nthree\n", encoding="utf-8")
+    (tmp_path / "train.ga").write_text("aon\ndó\n", encoding="utf-8")
+    runs = tmp_path / "runs"
+    code = main(["run", "--name", "bad", "--runs_dir", str(runs), "--data.train", str(tmp_path / "train"),
+                 "--data.tgt_lang", "gle_Latn", "--quiet", "true"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "train.en" in err and "train.ga" in err and "3" in err and "2" in err and "Traceback" not in err
+    assert not (runs / "bad").exists()
+
+    (tmp_path / "train.ga").write_bytes("aon\nd\xf3\ntrí\n".encode("latin-1", errors="replace"))
+    assert main(["run", "--name", "bad", "--runs_dir", str(runs), "--data.train", str(tmp_path / "train"),
+                 "--data.tgt_lang", "gle_Latn", "--quiet", "true"]) == 2
+    err = capsys.readouterr().err
+    assert "train.ga" in err and "line 2" in err and "UTF-8" in err
+
+
+def test_unknown_language_code_suggests(capsys):
+    from adaptmllm.cli import main
+
+    assert main(["run", "--data.tgt_lang", "gle_latn"]) == 2
+    assert "gle_Latn" in capsys.readouterr().err
