@@ -22,6 +22,10 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/adaptmllm run --config configs/demo.yaml --overwrite true
 
+# A 3-trial Optuna study on the demo data into runs/demo-hpo/ (hpo/: study, trials.csv, plots; best/: the best model).
+demo-hpo: install
+	$(VENV)/bin/adaptmllm hpo --config configs/demo-hpo.yaml --overwrite true
+
 test: install
 	$(PY) -m pytest -q tests
 

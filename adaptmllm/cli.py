@@ -1,9 +1,12 @@
 """``adaptmllm`` command line: thin subcommands over the same functions as the Python API.
 
     adaptmllm run --config configs/demo.yaml --train.learning_rate 3e-4
+    adaptmllm hpo --config configs/demo.yaml --hpo.n_trials 20 --hpo.timeout 3600
     adaptmllm translate --model runs/demo/model --src eng_Latn --tgt qaa_Latn < in.txt > out.txt
     ADAPTMLLM_AUTH=translator:PASSWORD adaptmllm serve --model runs/demo/model --share
     adaptmllm human-eval-report --run runs/demo
+    adaptmllm evaluate --run runs/demo --eval.general_test demo     # also select-checkpoint, back-translate
+    HF_TOKEN=... adaptmllm push --run runs/demo --repo your-name/nllb-en-ga
 
 Every ``Config`` field is a flag (``--data.train``, ``--train.num_train_epochs``...), with its
 docstring as help; ``--config FILE.yaml`` loads a preset first and later flags override it.
@@ -26,7 +29,8 @@ def _quiet_env() -> None:
 
 
 def build_parser():
-    """The jsonargparse parser with the ``run``, ``translate``, ``serve`` and ``human-eval-report`` subcommands."""
+    """The jsonargparse parser with the ``run``, ``hpo``, ``translate``, ``serve`` and ``human-eval-report``
+    subcommands (and the others registered below)."""
     from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
     from .config import Config
@@ -43,6 +47,14 @@ def build_parser():
     run.add_argument("--quiet", type=bool, default=False, help="no progress bars")
     sub.add_subcommand("run", run, help="fine-tune and evaluate (the whole pipeline)")
 
+    hp = ArgumentParser(description="Hyperparameter search with Optuna over fine-tuning runs into runs/<name>/hpo/, "
+                        "then the best model scored against the baseline into runs/<name>/best/. Rerun the same "
+                        "command to resume; point several workers at one --hpo.storage to share the study.")
+    hp.add_argument("--config", action=ActionConfigFile, help="YAML preset (see configs/)")
+    hp.add_class_arguments(Config, as_group=False)
+    hp.add_argument("--quiet", type=bool, default=False, help="no progress bars")
+    sub.add_subcommand("hpo", hp, help="hyperparameter search (Optuna), resumable and distributed")
+
     tr = ArgumentParser(description="Translate sentences (one per line) from a file or stdin, batched.")
     tr.add_argument("--model", type=str, required=True, help="model folder, e.g. runs/demo/model")
     tr.add_argument("--src", type=str, required=True, help="source language (FLORES-200 code, e.g. eng_Latn)")
@@ -54,7 +66,38 @@ def build_parser():
     tr.add_argument("--batch_size", type=int, default=32, help="segments per batch")
     sub.add_subcommand("translate", tr, help="translate a file or stdin with a model folder")
     _add_serve_commands(sub)
+    _add_push_command(sub)
+    from .cli_eval import add_eval_commands  # evaluate, select-checkpoint, back-translate
+
+    add_eval_commands(sub)
     return parser
+
+
+def _add_push_command(sub) -> None:
+    """The ``push`` subcommand: upload a run's model folder and model card to the Hugging Face Hub."""
+    from jsonargparse import ArgumentParser
+
+    ps = ArgumentParser(description="Upload a run's model folder (weights, tokenizer, model card) to the Hugging "
+                        "Face Hub. The token is read from $HF_TOKEN (or the Colab secret HF_TOKEN), never "
+                        "from the command line, and is never written anywhere.")
+    ps.add_argument("--run", type=str, required=True, help="run folder (runs/NAME) or its model/ folder")
+    ps.add_argument("--repo", type=str, required=True, help="Hub repository id, e.g. your-name/nllb-en-ga")
+    ps.add_argument("--public", type=bool, default=False,
+                    help="create the repository as public (default: private; an existing one keeps its visibility)")
+    ps.add_argument("--message", type=Optional[str], default=None, help="commit message")
+    sub.add_subcommand("push", ps, help="upload a fine-tuned model with its model card to the Hugging Face Hub")
+
+
+def _push(ns) -> int:
+    from .hub import HubError, push_to_hub
+
+    try:
+        url = push_to_hub(ns.run, ns.repo, private=not ns.public, commit_message=ns.message)
+    except HubError as e:
+        print(f"adaptmllm: error: {e}", file=sys.stderr)
+        return 2
+    print(url)
+    return 0
 
 
 def _add_serve_commands(sub) -> None:
@@ -93,7 +136,8 @@ def _add_serve_commands(sub) -> None:
     hr.add_argument("--db", type=Optional[str], default=None, help="annotation database (instead of --run)")
     hr.add_argument("--out", type=Optional[str], default=None, help="output folder (default: the database's)")
     hr.add_argument("--mqm_preset", type=str, default="mqm",
-                    help="severity weights: mqm (minor 1, major 5, non-translation 25) or adaptmllm (minor 1, major 10)")
+                    help="severity weights: mqm (minor 1, major 5, non-translation 25) or adaptmllm "
+                         "(minor 1, major 10)")
     hr.add_argument("--mqm_minor", type=Optional[float], default=None, help="override the minor weight")
     hr.add_argument("--mqm_major", type=Optional[float], default=None, help="override the major weight")
     hr.add_argument("--mqm_non_translation", type=Optional[float], default=None,
@@ -195,6 +239,34 @@ def _human_eval_report(ns) -> int:
     return 0
 
 
+def _hpo(ns) -> int:
+    from .hpo import HPOError, NoCompletedTrialError, run_study
+
+    config = _config_from_namespace(ns)
+    try:
+        result = run_study(config, progress=not ns.quiet)
+    except NoCompletedTrialError as e:
+        print(f"adaptmllm: {e}", file=sys.stderr)
+        return 1
+    except HPOError as e:
+        print(f"adaptmllm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("adaptmllm: interrupted; run the same command again to resume the study", file=sys.stderr)
+        return 130
+    c = result.counts
+    print(f"\nstudy {result.study_name}: {c['complete']} completed, {c['pruned']} pruned, {c['fail']} failed "
+          f"({result.storage})")
+    print(f"best trial {result.best_trial}: dev {config.train.metric_for_best_model} {result.best_value:.2f} "
+          f"{result.best_params}")
+    print(f"study folder: {result.hpo_dir}")
+    if result.run is not None:
+        from .report import verdict
+
+        print(f"{result.run.report}\n{verdict(result.run.metrics)}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``adaptmllm`` command. Returns the exit status (2 on bad input)."""
     _quiet_env()
@@ -207,7 +279,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(list(argv) if argv is not None else None)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "codecarbon", "datasets", "urllib3"):
+    for noisy in ("httpx", "codecarbon", "datasets", "urllib3", "sacrebleu"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if ns.command == "run":
@@ -215,16 +287,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             config = _config_from_namespace(ns.run)
             result = run(config, progress=not ns.run.quiet)
+            if result is None:  # rank > 0 of a multi-GPU run: rank 0 reports
+                return 0
             m = result.metrics
-            print(f"\n{result.report}")
+            print(f"\n{result.report}" + (f"\n{result.html}" if getattr(result, "html", None) else ""))
             from .report import verdict
 
             print(verdict(m))
             return 0
+        if ns.command == "hpo":
+            return _hpo(ns.hpo)
         if ns.command == "translate":
             return _translate(ns.translate)
         if ns.command == "serve":
             return _serve(ns.serve)
+        if ns.command == "push":
+            return _push(ns.push)
+        from .cli_eval import EVAL_COMMANDS, run_eval_command
+
+        if ns.command in EVAL_COMMANDS:
+            return run_eval_command(ns)
         if ns.command == "human-eval-report":
             return _human_eval_report(ns["human-eval-report"])
     except (ConfigError, DataError, LanguageError, ModelError, RunFolderError) as e:

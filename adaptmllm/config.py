@@ -20,10 +20,16 @@ __all__ = [
     "DataConfig",
     "TinyModelConfig",
     "ModelConfig",
+    "LoraConfig",
+    "FreezeConfig",
     "TrainConfig",
+    "DeepSpeedConfig",
     "EvalConfig",
     "GreenConfig",
     "ServeConfig",
+    "SearchSpaceConfig",
+    "HPOConfig",
+    "check_search_dim",
     "Config",
     "load_config",
     "save_config",
@@ -145,6 +151,59 @@ class TinyModelConfig:
         _check(0.0 <= self.dropout < 1.0, "model.tiny.dropout", "must be in [0, 1)")
 
 
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+
+
+@dataclass
+class LoraConfig:
+    """Parameter-efficient fine-tuning with LoRA (PEFT): the base model stays frozen and small
+    low-rank adapters are trained; the kept model is merged back into a plain checkpoint."""
+
+    enabled: bool = False
+    """Train LoRA adapters instead of all weights (fits NLLB-200-3.3B on a 16 GB GPU with gradient checkpointing)."""
+    r: int = 16
+    """Rank of the LoRA update matrices."""
+    alpha: float = 32.0
+    """LoRA scaling numerator: updates are scaled by alpha / r."""
+    dropout: float = 0.05
+    """Dropout on the LoRA branch's input."""
+    target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    """Linear layers that get adapters (module names): attention q_proj k_proj v_proj out_proj, feed-forward fc1 fc2."""
+    load_in_4bit: bool = False
+    """QLoRA: load the frozen base model in 4-bit NF4 (bitsandbytes, CUDA GPUs only)."""
+
+    def __post_init__(self) -> None:
+        _check(self.r >= 1, "model.lora.r", "must be >= 1, e.g. 16")
+        _check(self.alpha > 0, "model.lora.alpha", "must be > 0, e.g. 32")
+        _check(0.0 <= self.dropout < 1.0, "model.lora.dropout", "must be in [0, 1)")
+        if isinstance(self.target_modules, str):
+            self.target_modules = self.target_modules.replace(",", " ").split()
+        _check(bool(self.target_modules), "model.lora.target_modules",
+               f"give at least one module name, e.g. {' '.join(LORA_TARGETS)}")
+        _check(not self.load_in_4bit or self.enabled, "model.lora.load_in_4bit",
+               "QLoRA trains LoRA adapters on a 4-bit base: set model.lora.enabled=true too")
+
+
+@dataclass
+class FreezeConfig:
+    """Freeze parts of the model during full fine-tuning (less memory for optimizer states, less forgetting)."""
+
+    embeddings: bool = False
+    """Freeze the shared token embeddings (tied with the output projection, so that is frozen too)."""
+    encoder: bool = False
+    """Freeze the encoder's layers and final layer norm (the shared embeddings follow ``embeddings``)."""
+    train_top_layers: int = 0
+    """Train only the top N encoder and top N decoder layers, freezing the layers below (0: train all layers)."""
+
+    def __post_init__(self) -> None:
+        _check(self.train_top_layers >= 0, "model.freeze.train_top_layers", "must be >= 0 (0 trains all layers)")
+
+    @property
+    def active(self) -> bool:
+        """Whether anything is frozen."""
+        return self.embeddings or self.encoder or self.train_top_layers > 0
+
+
 @dataclass
 class ModelConfig:
     """Which model is fine-tuned."""
@@ -160,6 +219,10 @@ class ModelConfig:
     """Never try the network for hub names (set automatically when ``HF_HUB_OFFLINE=1``)."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     """Sizes of the ``tiny`` model."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA / QLoRA adapters instead of full fine-tuning."""
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    """Parts of the model frozen during full fine-tuning."""
 
     def __post_init__(self) -> None:
         _check(bool(self.name_or_path), "model.name_or_path", "give 'tiny', a hub name or a local folder")
@@ -167,6 +230,55 @@ class ModelConfig:
         _check(self.max_target_length > 0, "model.max_target_length", "must be > 0")
         if isinstance(self.tiny, dict):
             self.tiny = _build(TinyModelConfig, self.tiny, "model.tiny")
+        if isinstance(self.lora, dict):
+            self.lora = _build(LoraConfig, self.lora, "model.lora")
+        if isinstance(self.freeze, dict):
+            self.freeze = _build(FreezeConfig, self.freeze, "model.freeze")
+        _check(not (self.lora.enabled and self.freeze.active), "model.freeze",
+               "has no effect with model.lora.enabled (LoRA already freezes the whole base model); leave it off")
+
+
+ZERO_STAGES = ("auto", "off", "2", "3")
+OPTIMIZERS = ("auto", "adamw_torch", "adamw_torch_fused", "adafactor")
+
+
+@dataclass
+class DeepSpeedConfig:
+    """DeepSpeed ZeRO for full fine-tuning of large models (NLLB-200 1.3B/3.3B) on one or several GPUs.
+    By default a memory planner picks the fastest plan that fits (see :mod:`adaptmllm.deepspeed`)."""
+
+    stage: str = "auto"
+    """ZeRO stage: auto (the planner decides from the model size and GPU memory; no DeepSpeed when plain
+    training fits or there is no GPU), off, 2 (shard optimizer states and gradients) or 3 (shard parameters too)."""
+    offload_optimizer: Optional[bool] = None
+    """Keep the optimizer states in CPU memory (slower; frees about 12 bytes per parameter of GPU memory). Empty: the planner decides."""
+    offload_params: Optional[bool] = None
+    """ZeRO-3 only: keep the parameters in CPU memory too (slowest; for the tightest GPUs). Empty: the planner decides."""
+    gpu_memory_gib: Optional[float] = None
+    """GPU memory per device (GiB) that the planner plans for. Empty: read from the GPU (torch.cuda)."""
+    cpu_memory_gib: Optional[float] = None
+    """Host memory (GiB) available for CPU offload. Empty: the machine's total RAM."""
+    num_gpus: int = 0
+    """GPUs (data-parallel ranks) of the run in all. 0: the launcher's WORLD_SIZE, else 1."""
+    config_file: Optional[str] = None
+    """A DeepSpeed JSON config of your own, used instead of the planner's ("auto" values are filled from train.*)."""
+
+    def __post_init__(self) -> None:
+        self.stage = str(self.stage).strip().lower()
+        _check(self.stage in ZERO_STAGES, "train.deepspeed.stage", f"{self.stage!r} is not one of {ZERO_STAGES}")
+        _check(not (self.offload_params and self.stage == "2"), "train.deepspeed.offload_params",
+               "parameter offload needs ZeRO stage 3: set train.deepspeed.stage=3 (or auto)")
+        _check(not ((self.offload_optimizer or self.offload_params) and self.stage == "off"),
+               "train.deepspeed.stage", "CPU offload needs DeepSpeed: set stage to auto, 2 or 3")
+        _check(self.gpu_memory_gib is None or self.gpu_memory_gib > 0, "train.deepspeed.gpu_memory_gib",
+               "must be > 0 (GiB), e.g. 80, or empty to read it from the GPU")
+        _check(self.cpu_memory_gib is None or self.cpu_memory_gib > 0, "train.deepspeed.cpu_memory_gib",
+               "must be > 0 (GiB), or empty for the machine's RAM")
+        _check(self.num_gpus >= 0, "train.deepspeed.num_gpus", "must be >= 0 (0: from the launcher)")
+        if self.config_file is not None and not str(self.config_file).strip():
+            self.config_file = None
+        _check(self.config_file is None or Path(self.config_file).is_file(), "train.deepspeed.config_file",
+               f"{self.config_file}: no such file; give a DeepSpeed JSON config or leave it empty for the planner")
 
 
 @dataclass
@@ -215,8 +327,21 @@ class TrainConfig:
     """Resume from the last checkpoint in the run folder (after a crash or kill)."""
     report_to: str = "none"
     """Experiment tracking through the Trainer: none, tensorboard or mlflow."""
+    gradient_checkpointing: Optional[bool] = None
+    """Recompute activations in the backward pass (about 30% slower, far less memory). Empty: on only
+    when the memory planner needs it to fit the GPU."""
+    tf32: bool = True
+    """Allow TF32 matmuls for fp32 work on Ampere or newer GPUs (ignored elsewhere)."""
+    optim: str = "auto"
+    """Optimizer: auto (AdamW with torch's fused kernel), adamw_torch (AdamW, multi-tensor), adamw_torch_fused
+    or adafactor. DeepSpeed CPU offload always uses DeepSpeed's CPU Adam."""
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    """DeepSpeed ZeRO (stage 2/3, CPU offload) chosen by the memory planner or by hand."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.deepspeed, dict):
+            self.deepspeed = _build(DeepSpeedConfig, self.deepspeed, "train.deepspeed")
+        _check(self.optim in OPTIMIZERS, "train.optim", f"{self.optim!r} is not one of {OPTIMIZERS}")
         _check(self.learning_rate > 0, "train.learning_rate", "must be > 0, e.g. 5e-5")
         _check(self.learning_rate < 1, "train.learning_rate", f"{self.learning_rate} is far too large; try 1e-5 to 1e-3")
         _check(self.num_train_epochs > 0, "train.num_train_epochs", "must be > 0")
@@ -252,13 +377,39 @@ class EvalConfig:
     """sacrebleu BLEU tokenizer (13a, intl, char, zh, ja-mecab, ...)."""
     score_baseline: bool = True
     """Score the untouched baseline on the same test set before fine-tuning."""
+    bootstrap_samples: int = 1000
+    """Resamples of the paired bootstrap test fine-tuned vs baseline (sacrebleu's --paired-bs; 1000 is its default)."""
+    significance_level: float = 0.05
+    """p-value below which a difference counts as significant."""
+    general_test: Optional[str] = None
+    """General-domain test set for the forgetting check (same forms as data.test, e.g. the prefix of
+    FLORES-200 devtest as aligned files), scored for baseline and fine-tuned model; ``demo``: the embedded
+    demo's held-out general-domain pairs. Empty: no forgetting check."""
+    forgetting_threshold: float = 1.0
+    """Flag forgetting (in red) when general-domain chrF++ falls by more than this many points."""
+    score_checkpoints: bool = False
+    """Also score each remaining checkpoint (checkpoints/checkpoint-*) on the dev set and the general test
+    set, to pick the trade-off per epoch (slower; raise train.save_total_limit to keep more checkpoints)."""
+    error_analysis_n: int = 10
+    """Segments listed as most worse and most better in the error analysis."""
+    spm_model: Optional[str] = None
+    """Local path of the FLORES-200 SentencePiece model: adds spBLEU (never downloaded). Empty: no spBLEU."""
+    comet_model: Optional[str] = None
+    """Local path of a COMET checkpoint (needs pip install 'adaptmllm[comet]'): adds COMET. Empty: no COMET."""
 
     def __post_init__(self) -> None:
         _check(self.num_beams >= 1, "eval.num_beams", "must be >= 1")
         _check(self.max_new_tokens >= 1, "eval.max_new_tokens", "must be >= 1")
         _check(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
         _check(self.bleu_tokenize not in ("flores101", "flores200", "spm"), "eval.bleu_tokenize",
-               "spBLEU tokenizers download a model; use 13a here")
+               "spBLEU tokenizers download a model; use 13a here and give eval.spm_model for spBLEU")
+        _check(self.bootstrap_samples >= 100, "eval.bootstrap_samples", "must be >= 100 (1000 is usual)")
+        _check(0 < self.significance_level < 1, "eval.significance_level", "must be in (0, 1), e.g. 0.05")
+        _check(self.forgetting_threshold >= 0, "eval.forgetting_threshold", "must be >= 0 (chrF++ points)")
+        _check(self.error_analysis_n >= 1, "eval.error_analysis_n", "must be >= 1")
+        for name in ("general_test", "spm_model", "comet_model"):
+            if getattr(self, name) is not None and not str(getattr(self, name)).strip():
+                setattr(self, name, None)
 
 
 @dataclass
@@ -316,7 +467,8 @@ class ServeConfig:
     request_timeout_s: float = 600.0
     """A translation request that waits longer than this many seconds fails with a message."""
     mqm_preset: str = "mqm"
-    """MQM severity weights: mqm (minor 1, major 5, non-translation 25) or adaptmllm (minor 1, major 10, non-translation 25)."""
+    """MQM severity weights: mqm (minor 1, major 5, non-translation 25) or adaptmllm (minor 1, major 10,
+    non-translation 25)."""
     mqm_minor: Optional[float] = None
     """Override of the preset's weight of a minor error."""
     mqm_major: Optional[float] = None
@@ -356,6 +508,224 @@ class ServeConfig:
                                              "non-translation": self.mqm_non_translation})
 
 
+HPO_SAMPLERS = ("tpe", "random")
+HPO_PRUNERS = ("median", "hyperband", "none")
+HPO_BEST_MODEL = ("keep", "retrain")
+HPO_DIMENSIONS: dict[str, str] = {
+    "learning_rate": "float",
+    "per_device_train_batch_size": "int",
+    "gradient_accumulation_steps": "int",
+    "weight_decay": "float",
+    "num_train_epochs": "number",
+    "warmup_ratio": "float",
+    "label_smoothing": "float",
+    "precision": "choice",
+}
+"""The searchable ``train.*`` fields and their kind: ``int`` (integer range or choices), ``float``
+(real range or choices), ``number`` (an integer range when both bounds are integers, else real) and
+``choice`` (choices only)."""
+_RANGE_KEYS = ("low", "high", "log", "step")
+
+
+def _as_number(value: Any, name: str) -> Any:
+    """YAML reads ``1e-5`` (no dot) as a string: accept numeric strings; reject bools and the rest."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{name}: expected a number, got {value!r}")
+    if isinstance(value, str):
+        try:
+            return int(value) if value.strip().lstrip("+-").isdigit() else float(value)
+        except ValueError:
+            raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+    if not isinstance(value, (int, float)):
+        raise ConfigError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_train_value(dim: str, value: Any, name: str) -> Any:
+    """Check one value of a search dimension as ``train.<dim>`` would be checked; errors name ``name``."""
+    kind = HPO_DIMENSIONS[dim]
+    if kind == "choice":
+        _check(isinstance(value, str), name, f"expected one of {PRECISIONS}, got {value!r}")
+    else:
+        value = _as_number(value, name)
+        if kind == "int":
+            _check(isinstance(value, int) or float(value).is_integer(), name, f"must be a whole number, got {value!r}")
+            value = int(value)
+    try:
+        TrainConfig(**{dim: value})
+    except ConfigError as e:
+        raise ConfigError(f"{name}: {str(e).split(': ', 1)[-1]}") from None
+    return value
+
+
+def check_search_dim(dim: str, spec: Any, prefix: str = "hpo.space") -> Any:
+    """Validate and normalise one search-space entry of ``train.<dim>``; returns the normalised entry.
+
+    An entry is ``None`` (keep ``train.<dim>``), a fixed value (``3e-5``), a range mapping
+    ``{low, high, log?, step?}`` or a choices mapping ``{choices: [...]}`` (a plain list is read as
+    choices). Numeric strings (YAML's ``1e-5``) become numbers.
+
+    Raises:
+        ConfigError: naming the entry (``hpo.space.learning_rate.low``) and the fix: an unknown
+            key, low > high, a log range with low <= 0, a non-integer bound of an integer field, an
+            unknown precision, or a value ``train.<dim>`` would refuse.
+    """
+    name = f"{prefix}.{dim}"
+    kind = HPO_DIMENSIONS[dim]
+    if spec is None:
+        return None
+    if isinstance(spec, (list, tuple)):
+        spec = {"choices": list(spec)}
+    if not isinstance(spec, dict):
+        return _check_train_value(dim, spec, name)
+    spec = dict(spec)
+    if "choices" in spec:
+        extra = [k for k in spec if k != "choices"]
+        _check(not extra, f"{name}.{extra[0] if extra else ''}",
+               "give either choices or a range (low, high, log, step), not both")
+        choices = spec["choices"]
+        _check(isinstance(choices, (list, tuple)) and len(choices) > 0, f"{name}.choices",
+               "must be a non-empty list, e.g. [8, 16, 32]")
+        values = [_check_train_value(dim, v, f"{name}.choices[{i}]") for i, v in enumerate(choices)]
+        _check(len(set(map(repr, values))) == len(values), f"{name}.choices", f"{values} repeats a value")
+        return {"choices": values}
+    unknown = [k for k in spec if k not in _RANGE_KEYS]
+    if unknown:
+        raise ConfigError(f"{name}.{unknown[0]}: unknown key; a range has low, high and optionally log or "
+                          "step, a list of values has choices")
+    _check(kind != "choice", name, f"{dim} takes choices, e.g. {{choices: [bf16, fp32]}}, not a range")
+    for key in ("low", "high"):
+        _check(key in spec, f"{name}.{key}", "missing: a range needs low and high, e.g. {low: 1e-5, high: 9e-5}")
+    low = _check_train_value(dim, spec["low"], f"{name}.low")
+    high = _check_train_value(dim, spec["high"], f"{name}.high")
+    _check(low <= high, f"{name}.low", f"low {low} > high {high}; swap them")
+    log = spec.get("log", False)
+    _check(isinstance(log, bool), f"{name}.log", f"must be true or false, got {log!r}")
+    _check(not log or low > 0, f"{name}.log", f"a log range needs low > 0, got {low}")
+    out: dict[str, Any] = {"low": low, "high": high, "log": log}
+    if spec.get("step") is not None:
+        step = _as_number(spec["step"], f"{name}.step")
+        _check(step > 0, f"{name}.step", "must be > 0")
+        _check(not log, f"{name}.step", "cannot be combined with log: true")
+        out["step"] = step
+    if kind == "int":
+        _check(isinstance(out.get("step", 1), int), f"{name}.step", "must be a whole number for an integer field")
+    return out
+
+
+@dataclass
+class SearchSpaceConfig:
+    """The hyperparameter search space over ``train.*`` fields; adaptMLLM's dimensions by default.
+
+    Each entry is a fixed value (``learning_rate: 3e-5``), a range (``{low: 1e-5, high: 9e-5, log:
+    true}``, optionally ``step``), or choices (``{choices: [8, 16, 32]}`` or just ``[8, 16, 32]``).
+    Empty (null) keeps the value of ``train.<field>``."""
+
+    learning_rate: Any = field(default_factory=lambda: {"low": 1e-5, "high": 9e-5, "log": True})
+    """Peak learning rate: log-uniform range (adaptMLLM's slider: 1e-5 to 9e-5; the tiny demo needs ~1e-3)."""
+    per_device_train_batch_size: Any = field(default_factory=lambda: {"choices": [8, 16, 32]})
+    """Sentence pairs per device per step (adaptMLLM: 8 to 32)."""
+    gradient_accumulation_steps: Any = field(default_factory=lambda: {"low": 1, "high": 12})
+    """Steps whose gradients are summed before each update (adaptMLLM: 1 to 12)."""
+    weight_decay: Any = field(default_factory=lambda: {"low": 0.01, "high": 2.0, "log": True})
+    """AdamW weight decay (adaptMLLM: 0.01 to 2.0)."""
+    num_train_epochs: Any = field(default_factory=lambda: {"low": 1, "high": 10})
+    """Epochs (adaptMLLM: 1 to 10); integer bounds search whole epochs."""
+    warmup_ratio: Any = field(default_factory=lambda: {"low": 0.0, "high": 0.2})
+    """Share of steps with learning-rate warm-up."""
+    label_smoothing: Any = field(default_factory=lambda: {"low": 0.0, "high": 0.2})
+    """Label smoothing of the loss."""
+    precision: Any = field(default_factory=lambda: {"choices": ["bf16", "fp16", "fp32"]})
+    """Precision choices among bf16, fp16, fp32 (auto); those this machine cannot run are dropped
+    (a CPU runs fp32 only), so on a CPU precision is not searched."""
+
+    def __post_init__(self) -> None:
+        for dim in HPO_DIMENSIONS:
+            setattr(self, dim, check_search_dim(dim, getattr(self, dim)))
+
+    def searched(self) -> list[str]:
+        """Names of the dimensions given as a range or choices (the others are fixed or kept)."""
+        return [d for d in HPO_DIMENSIONS if isinstance(getattr(self, d), dict)]
+
+
+@dataclass
+class HPOConfig:
+    """Hyperparameter search with Optuna (``adaptmllm hpo``): each trial is a full fine-tuning run
+    scored on the dev set by ``train.metric_for_best_model`` (chrF++ by default) after every epoch."""
+
+    n_trials: int = 20
+    """Trials to finish (completed or pruned), counted over every run and worker of the study: rerunning
+    a finished study does nothing; raise this to extend it. With W workers up to W-1 more may finish."""
+    timeout: Optional[float] = None
+    """Stop starting new trials after this many seconds (this process; the running trial finishes). Empty: no limit."""
+    space: SearchSpaceConfig = field(default_factory=SearchSpaceConfig)
+    """The search space (train.* fields)."""
+    sampler: str = "tpe"
+    """How trials are proposed: tpe (Optuna's default, Bayesian) or random."""
+    seed: Optional[int] = None
+    """Seed of the sampler (a study is reproducible with one worker). Give every worker its own seed, or
+    none: workers with the same seed propose the same first trials."""
+    pruner: str = "median"
+    """Early stopping of bad trials: median (stop a trial whose dev score is below the median of earlier
+    trials at the same epoch), hyperband, or none."""
+    pruner_startup_trials: int = 3
+    """Median pruner: trials that must finish before any is pruned."""
+    pruner_warmup_epochs: int = 1
+    """Epochs every trial trains before it may be pruned (Hyperband: its minimum resource)."""
+    storage: Optional[str] = None
+    """Optuna storage URL shared by all workers, e.g. postgresql://user:password@host/db (needs
+    psycopg2-binary) or sqlite:////abs/path/study.db. Empty: sqlite in <run folder>/hpo/study.db."""
+    study_name: Optional[str] = None
+    """Name of the study in the storage. Empty: the run name."""
+    heartbeat_interval: int = 60
+    """Seconds between a running trial's heartbeats to the storage."""
+    grace_period: Optional[int] = None
+    """A running trial without a heartbeat for this many seconds is failed (its process was killed)
+    and retried. Empty: twice ``heartbeat_interval``."""
+    max_retry: int = 2
+    """Times a trial whose process was killed is retried with the same parameters."""
+    enqueue: list[dict] = field(default_factory=list)
+    """Parameter sets tried first, e.g. [{learning_rate: 5e-5, num_train_epochs: 3}] (searched dimensions
+    only; the others are sampled); skipped when already in the study."""
+    best_model: str = "keep"
+    """keep: keep the best trial's model (retrained when this machine does not hold it), or retrain:
+    train a fresh model with the best parameters. Either way it is scored on the test set against the baseline."""
+    finalize: bool = True
+    """After the trials, write the study artefacts and score the best model into <run folder>/best/.
+    Extra workers can pass false and leave that to one worker."""
+    plots: bool = True
+    """Write the optimisation-history and parameter-importance plots (PNG and interactive HTML)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.space, dict):
+            self.space = _build(SearchSpaceConfig, self.space, "hpo.space")
+        _check(isinstance(self.n_trials, int) and self.n_trials >= 1, "hpo.n_trials", "must be >= 1")
+        _check(self.timeout is None or self.timeout > 0, "hpo.timeout", "must be > 0 seconds (or empty: no limit)")
+        _check(self.sampler in HPO_SAMPLERS, "hpo.sampler", f"{self.sampler!r} is not one of {HPO_SAMPLERS}")
+        _check(self.pruner in HPO_PRUNERS, "hpo.pruner", f"{self.pruner!r} is not one of {HPO_PRUNERS}")
+        _check(self.pruner_startup_trials >= 0, "hpo.pruner_startup_trials", "must be >= 0")
+        _check(self.pruner_warmup_epochs >= 0, "hpo.pruner_warmup_epochs", "must be >= 0")
+        if self.storage is not None and not str(self.storage).strip():
+            self.storage = None
+        _check(self.storage is None or "://" in self.storage, "hpo.storage",
+               f"{self.storage!r} is not a database URL such as postgresql://user:pw@host/db or sqlite:///study.db")
+        _check(self.study_name is None or bool(str(self.study_name).strip()), "hpo.study_name", "must not be blank")
+        _check(self.heartbeat_interval >= 1, "hpo.heartbeat_interval", "must be >= 1 second")
+        _check(self.grace_period is None or self.grace_period > self.heartbeat_interval, "hpo.grace_period",
+               f"must be > hpo.heartbeat_interval ({self.heartbeat_interval} s)")
+        _check(self.max_retry >= 0, "hpo.max_retry", "must be >= 0")
+        _check(self.best_model in HPO_BEST_MODEL, "hpo.best_model",
+               f"{self.best_model!r} is not one of {HPO_BEST_MODEL}")
+        _check(isinstance(self.enqueue, list), "hpo.enqueue", "must be a list of mappings")
+        searched = self.space.searched()
+        for i, params in enumerate(self.enqueue):
+            _check(isinstance(params, dict), f"hpo.enqueue[{i}]", "must be a mapping such as {learning_rate: 5e-5}")
+            for key, value in params.items():
+                _check(key in searched, f"hpo.enqueue[{i}].{key}",
+                       f"not a searched dimension; searched: {', '.join(searched) or 'none'}")
+                params[key] = _check_train_value(key, value, f"hpo.enqueue[{i}].{key}")
+
+
 @dataclass
 class Config:
     """A whole adaptmllm run: data -> model -> fine-tune -> evaluate -> green report."""
@@ -378,6 +748,8 @@ class Config:
     """Energy and emissions tracking."""
     serve: ServeConfig = field(default_factory=ServeConfig)
     """Playground and human evaluation server."""
+    hpo: HPOConfig = field(default_factory=HPOConfig)
+    """Hyperparameter search (adaptmllm hpo)."""
 
     def __post_init__(self) -> None:
         _check(bool(self.name) and "/" not in self.name and self.name not in (".", ".."), "name",
@@ -462,3 +834,19 @@ def save_config(config: Config, path: str | os.PathLike) -> Path:
     from .io import atomic_write_text
 
     return atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True))
+
+
+CHOICES: dict[str, tuple] = {
+    "data.format": DATA_FORMATS,
+    "train.precision": PRECISIONS,
+    "train.metric_for_best_model": METRICS,
+    "train.report_to": ("none", "tensorboard", "mlflow"),
+    "train.optim": OPTIMIZERS,
+    "train.deepspeed.stage": ZERO_STAGES,
+    "serve.mqm_preset": MQM_PRESET_NAMES,
+    "hpo.sampler": HPO_SAMPLERS,
+    "hpo.pruner": HPO_PRUNERS,
+    "hpo.best_model": HPO_BEST_MODEL,
+}
+"""Fields that take one of a fixed set of values (dotted path -> the values). The notebook form shows
+them as dropdowns: register a new field with fixed choices here (other new fields need no entry)."""

@@ -173,11 +173,13 @@ def base_licence(name_or_path: str) -> str:
     return "unknown"
 
 
-def load_pretrained(name_or_path: str, src_lang: str, tgt_lang: str, local_files_only: bool = False) -> tuple[Any, Any]:
+def load_pretrained(name_or_path: str, src_lang: str, tgt_lang: str, local_files_only: bool = False,
+                    model_kwargs: Optional[dict] = None) -> tuple[Any, Any]:
     """Load a sequence-to-sequence checkpoint (NLLB-200, M2M100, Marian) and its tokenizer.
 
     ``name_or_path`` is a local folder (``save_pretrained`` output) or a hub name such as
     ``facebook/nllb-200-distilled-600M``. Returns ``(model, tokenizer)`` with languages set.
+    ``model_kwargs`` go to the model's ``from_pretrained`` (e.g. ``dtype``, ``quantization_config``).
 
     Raises:
         ModelError: the folder is incomplete, or the hub cannot be reached (offline), with the fix.
@@ -189,7 +191,7 @@ def load_pretrained(name_or_path: str, src_lang: str, tgt_lang: str, local_files
     try:
         kwargs: dict[str, Any] = {"local_files_only": offline}
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
-        model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path, **kwargs)
+        model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path, **kwargs, **(model_kwargs or {}))
     except (OSError, ValueError) as e:
         if local:
             raise ModelError(f"{name_or_path}: not a complete model folder ({e}); it needs config.json, the weights "
@@ -298,7 +300,27 @@ def demo_base(tiny: TinyModelConfig, seed: int = DEMO_BASE_SEED, progress: bool 
 
 def prepare_model(config: Config, train_texts: Sequence[str] = (), tokenizer_dir: str | os.PathLike | None = None,
                   progress: bool = True, reuse_tokenizer: bool = False) -> ModelBundle:
-    """The model to fine-tune, set up for ``config.data``'s language pair.
+    """The model to fine-tune, set up for ``config.data``'s language pair, with ``model.lora`` (LoRA
+    adapters, a bf16 or 4-bit QLoRA base) or ``model.freeze`` applied (:mod:`adaptmllm.lora`).
+
+    Which model: see :func:`_prepare_base_model`.
+
+    Raises:
+        ModelError: see :func:`load_pretrained` and :func:`set_languages`; QLoRA without a CUDA GPU
+            or bitsandbytes (before anything is loaded), or QLoRA of the tiny model trained from scratch.
+    """
+    from .lora import adapt_model, model_load_kwargs
+
+    kwargs = model_load_kwargs(config)
+    bundle = _prepare_base_model(config, train_texts, tokenizer_dir, progress, reuse_tokenizer, kwargs)
+    bundle.model = adapt_model(bundle.model, config)
+    return bundle
+
+
+def _prepare_base_model(config: Config, train_texts: Sequence[str] = (),
+                        tokenizer_dir: str | os.PathLike | None = None, progress: bool = True,
+                        reuse_tokenizer: bool = False, model_kwargs: Optional[dict] = None) -> ModelBundle:
+    """The model to fine-tune, set up for ``config.data``'s language pair (before LoRA/freezing).
 
     - ``model.name_or_path == "tiny"`` with the embedded demo corpus (``data.train`` empty) and
       ``model.tiny.pretrain``: the cached demo base (:func:`demo_base`), which translates a little.
@@ -317,7 +339,7 @@ def prepare_model(config: Config, train_texts: Sequence[str] = (), tokenizer_dir
 
             folder = demo_base(m.tiny, progress=progress)
             tokenizer = AutoTokenizer.from_pretrained(folder)
-            model = AutoModelForSeq2SeqLM.from_pretrained(folder)
+            model = AutoModelForSeq2SeqLM.from_pretrained(folder, **(model_kwargs or {}))
             set_languages(tokenizer, d.src_lang, d.tgt_lang)
             return ModelBundle(model, tokenizer, "tiny", base_licence("tiny"),
                                "adaptmllm's tiny multilingual demo base, pretrained on general-domain artificial pairs")
@@ -334,9 +356,14 @@ def prepare_model(config: Config, train_texts: Sequence[str] = (), tokenizer_dir
                                         seed=config.train.seed)
             tokenizer.save_pretrained(tokenizer_dir)
         model = build_tiny_model(m.tiny, tokenizer, seed=config.train.seed)
+        if model_kwargs and "quantization_config" in model_kwargs:
+            raise ModelError("model.lora.load_in_4bit: QLoRA needs a saved checkpoint to load in 4 bits; the tiny "
+                             "model trained from scratch has none (use plain LoRA, or a pretrained model)")
+        if model_kwargs and model_kwargs.get("dtype") is not None:
+            model = model.to(model_kwargs["dtype"])
         return ModelBundle(model, tokenizer, "tiny", base_licence("tiny"),
                            "adaptmllm's tiny NLLB-architecture model, trained from scratch on this corpus")
-    model, tokenizer = load_pretrained(m.name_or_path, d.src_lang, d.tgt_lang, m.local_files_only)
+    model, tokenizer = load_pretrained(m.name_or_path, d.src_lang, d.tgt_lang, m.local_files_only, model_kwargs)
     return ModelBundle(model, tokenizer, m.name_or_path, base_licence(m.name_or_path), f"pretrained {m.name_or_path}")
 
 

@@ -11,8 +11,11 @@ Every front end (CLI, notebooks, Python API) calls :func:`run`. A run writes one
     baseline.hyp.txt     baseline test translations;   finetuned.hyp.txt  fine-tuned ones
     green/emissions.csv  CodeCarbon's log
     model/               the kept model + tokenizer + model card (README.md)
-    metrics.json         baseline / finetuned / delta / green / ...
-    report.md            the run report
+    metrics.json         baseline / finetuned / delta / green / significance / verdict / error_analysis / ...
+    report.md            the run report;  report.html  the same, self-contained, plots embedded
+    segments.tsv         every test segment with both outputs and their sentence chrF++
+    general.*.hyp.txt    general-domain translations of the forgetting check (eval.general_test)
+    checkpoint_scores.png  per-epoch in-domain vs general-domain chrF++ (eval.score_checkpoints)
     run.log              the log
 """
 
@@ -23,7 +26,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from .config import Config, ConfigError, config_from_dict, config_to_dict, save_config
 from .io import atomic_write_json
@@ -46,12 +49,14 @@ class RunResult:
         metrics: the content of ``metrics.json``.
         model_dir: the kept model's folder (``run_dir/model``).
         report: path of ``report.md``.
+        html: path of ``report.html`` (the self-contained report with embedded plots).
     """
 
     run_dir: Path
     metrics: dict
     model_dir: Path
     report: Path
+    html: Optional[Path] = None
 
 
 def prepare_run_dir(config: Config) -> Path:
@@ -124,7 +129,8 @@ def score_model(model: Any, tokenizer: Any, config: Config, src: list[str], refs
     seconds = time.perf_counter() - t0
     if hyp_path is not None:
         write_hypotheses(hyp_path, hyps)
-    return {**score(hyps, refs, config.eval.bleu_tokenize), "seconds": round(seconds, 3)}
+    return {**score(hyps, refs, config.eval.bleu_tokenize, spm_model=config.eval.spm_model,
+                    comet_model=config.eval.comet_model, sources=src), "seconds": round(seconds, 3)}
 
 
 def _dev_better(metric: str, a: Optional[float], b: Optional[float]) -> bool:
@@ -134,17 +140,24 @@ def _dev_better(metric: str, a: Optional[float], b: Optional[float]) -> bool:
     return a < b if metric == "ter" else a > b
 
 
-def run(config: Config | dict, progress: bool = True) -> RunResult:
+def run(config: Config | dict, progress: bool = True, callbacks: Sequence[Any] = ()) -> RunResult:
     """Run the whole pipeline for ``config`` and write the run folder (see the module docstring).
 
     The baseline (the model before fine-tuning) and the fine-tuned model are scored on the same
     test set with BLEU, chrF++ and TER. The best checkpoint by the dev metric is kept; if
     fine-tuning never beat the baseline on the dev set, the baseline is what ``model/`` holds, and
-    the report says so.
+    the report says so. ``callbacks`` (``transformers.TrainerCallback`` objects) are passed to the
+    Trainer, e.g. the notebook's live plot (:class:`adaptmllm.notebook.LivePlot`).
+
+    The two are compared with a paired bootstrap test (p-values, 95% CIs) and an error analysis;
+    with ``eval.general_test`` both are also scored on a general-domain set (forgetting check), and
+    with ``eval.score_checkpoints`` each remaining checkpoint too (see :mod:`adaptmllm.evaluation`).
 
     Raises:
         ConfigError, RunFolderError, adaptmllm.data.DataError, adaptmllm.model.ModelError: bad input,
             each naming the file or field and the fix.
+        adaptmllm.metrics.MetricUnavailable: ``eval.spm_model``/``eval.comet_model`` set but unusable
+            (raised before anything is written).
     """
     if isinstance(config, dict):
         config = config_from_dict(config)
@@ -153,12 +166,23 @@ def run(config: Config | dict, progress: bool = True) -> RunResult:
     from .data import prepare_data, save_splits
     from .green import GreenTracker
     from .model import prepare_model
-    from .report import build_metrics, plot_history, write_metrics, write_model_card, write_report
+    from .report import build_metrics, plot_history, verdict_info, write_metrics, write_model_card, write_report
+    from .report_html import write_html_report
     from .train import fine_tune
 
     t_start = time.perf_counter()
     # Load and clean the data before touching the run folder: bad input fails with nothing written.
     prepared = prepare_data(config.data)
+    from .deepspeed import consolidated_model, is_main_process, run_other_rank
+    from .lora import save_plain_model
+
+    if not is_main_process():  # a multi-GPU run: ranks > 0 only train alongside rank 0, which writes
+        return run_other_rank(config, prepared, progress)
+    from .evaluation import evaluate_outputs, load_general_test, score_checkpoints, score_general
+    from .metrics import check_optional_metrics
+
+    general = load_general_test(config)  # eval.general_test: the forgetting check's set, or None
+    check_optional_metrics(config.eval.spm_model, config.eval.comet_model)
     run_dir = prepare_run_dir(config)
     handler = _log_to_file(run_dir / "run.log")
     try:
@@ -176,19 +200,24 @@ def run(config: Config | dict, progress: bool = True) -> RunResult:
 
         test_src, test_ref = prepared.test.src, prepared.test.tgt
         baseline = None
+        general_scores = {"baseline": None, "finetuned": None}
         if config.eval.score_baseline:
             baseline = score_model(model, tokenizer, config, test_src, test_ref, run_dir / "baseline.hyp.txt",
                                    progress, "baseline: translating the test set")
             log.info("baseline test: BLEU %.2f chrF++ %.2f TER %.2f", baseline["bleu"], baseline["chrf"], baseline["ter"])
+            if general is not None:
+                general_scores["baseline"] = score_general(model, tokenizer, config, general, run_dir, "baseline",
+                                                           progress)
 
         with GreenTracker(config.green, run_dir / "green", f"adaptmllm-{config.name}") as green:
             trainer, result = fine_tune(
                 model, tokenizer, config.train, prepared.train.src, prepared.train.tgt, prepared.dev.src,
                 prepared.dev.tgt, run_dir / "checkpoints", config.data.tgt_lang,
-                config.model.max_source_length, config.model.max_target_length, progress=progress)
+                config.model.max_source_length, config.model.max_target_length, progress=progress,
+                callbacks=callbacks)
         atomic_write_json(run_dir / "history.json", result.history)
         curves = plot_history(result.history, run_dir / "training_curves.png")
-        model = trainer.model
+        model = consolidated_model(trainer)  # under ZeRO-3: the gathered weights as a plain model
 
         kept = "finetuned"
         if result.baseline_dev is not None and not _dev_better(result.metric, result.best_metric, result.baseline_dev):
@@ -196,6 +225,8 @@ def run(config: Config | dict, progress: bool = True) -> RunResult:
             log.warning("fine-tuning never beat the baseline on the dev set (%s %.2f vs %.2f): keeping the baseline",
                         result.metric, result.best_metric or float("nan"), result.baseline_dev)
 
+        if general is not None:
+            general_scores["finetuned"] = score_general(model, tokenizer, config, general, run_dir, "finetuned", progress)
         finetuned = score_model(model, tokenizer, config, test_src, test_ref, run_dir / "finetuned.hyp.txt",
                                 progress, "fine-tuned: translating the test set")
         log.info("fine-tuned test: BLEU %.2f chrF++ %.2f TER %.2f", finetuned["bleu"], finetuned["chrf"], finetuned["ter"])
@@ -206,27 +237,38 @@ def run(config: Config | dict, progress: bool = True) -> RunResult:
         if kept == "baseline":
             base = prepare_model(config, prepared.train.src + prepared.train.tgt, tokenizer_dir=tok_dir,
                                  progress=False, reuse_tokenizer=True)
-            base.model.save_pretrained(model_dir)
+            save_plain_model(base.model, model_dir)
         else:
-            model.save_pretrained(model_dir)
+            save_plain_model(model, model_dir)  # LoRA adapters merged: a plain checkpoint
         tokenizer.save_pretrained(model_dir)
         del trainer
 
+        # Significance, error analysis, forgetting check and (eval.score_checkpoints) per-checkpoint scores.
+        checkpoints = (score_checkpoints(run_dir, config, tokenizer, prepared.dev, general, progress)
+                       if config.eval.score_checkpoints else None)
+        evaluation = evaluate_outputs(run_dir, config, test_src, test_ref,
+                                      general_scores=general_scores if general is not None else None,
+                                      checkpoints=checkpoints, history=result.history,
+                                      kept=result.best_checkpoint if kept == "finetuned" else None)
         metrics = build_metrics({
             "baseline": baseline, "finetuned": finetuned, "green": green.report,
             "kept": kept,
             "best_checkpoint": result.best_checkpoint,
             "dev": {"metric": result.metric, "baseline": result.baseline_dev, "best": result.best_metric},
             "train": {"global_step": result.global_step, "train_runtime_s": round(result.train_runtime_s, 2),
-                      "resumed_from": result.resumed_from, "n_parameters": n_params},
+                      "resumed_from": result.resumed_from, "n_parameters": n_params,
+                      "memory_plan": result.memory_plan},
             "data": counts,
             "total_runtime_s": round(time.perf_counter() - t_start, 2),
+            **evaluation,
         })
         write_metrics(run_dir, metrics)
+        metrics["verdict"] = verdict_info(metrics)
         report = write_report(run_dir, config, metrics, prepared.report, str(curves) if curves else None)
+        html_report = write_html_report(run_dir, config, metrics, prepared.report, str(curves) if curves else None)
         write_model_card(model_dir, config, metrics, bundle.base_model, bundle.licence)
         log.info("done in %.0f s: %s", time.perf_counter() - t_start, report)
-        return RunResult(run_dir, metrics, model_dir, report)
+        return RunResult(run_dir, metrics, model_dir, report, html_report)
     finally:
         for name in ("adaptmllm", "transformers"):
             logging.getLogger(name).removeHandler(handler)

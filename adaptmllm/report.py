@@ -20,7 +20,7 @@ import yaml
 from .io import atomic_write_json, atomic_write_text
 
 __all__ = ["plot_history", "write_metrics", "write_report", "write_model_card", "verdict",
-           "build_metrics"]
+           "build_metrics", "verdict_info", "format_p"]
 
 SCORE_KEYS = ("bleu", "chrf", "ter")
 LABELS = {"bleu": "BLEU", "chrf": "chrF++", "ter": "TER"}
@@ -103,6 +103,9 @@ def build_metrics(metrics: dict) -> dict:
     if green is not None and not isinstance(green, dict):
         green = green.to_dict()
     delta = None if base is None or fine is None else {k: fine[k] - base[k] for k in SCORE_KEYS}
+    for k in ("spbleu", "comet"):  # optional metrics, when both systems have them
+        if delta is not None and isinstance(base.get(k), (int, float)) and isinstance(fine.get(k), (int, float)):
+            delta[k] = fine[k] - base[k]
     out = {"baseline": base, "finetuned": fine, "delta": delta, "green": green}
     out.update({k: v for k, v in metrics.items() if k not in out})
     return out
@@ -118,20 +121,9 @@ def _outcome(m: dict) -> Optional[str]:
     return "unchanged"
 
 
-def verdict(metrics: dict) -> str:
-    """One plain-language sentence on whether fine-tuning beat the baseline.
-
-    Decided on chrF++ first, then BLEU when chrF++ moved by less than 0.05 points; TER (lower is
-    better) is reported alongside. ``metrics`` is the ``metrics.json`` shape (see
-    :func:`build_metrics`). Raises ``ValueError`` as :func:`build_metrics` does.
-    """
-    m = build_metrics(metrics)
-    fine, d = m["finetuned"], m["delta"]
-    if fine is None:
-        return "The fine-tuned model has not been scored."
-    if d is None:
-        return (f"The fine-tuned model scores BLEU {fine['bleu']:.1f}, chrF++ {fine['chrf']:.1f} and "
-                f"TER {fine['ter']:.1f}; the baseline was not scored, so there is no comparison.")
+def _legacy_verdict(m: dict) -> str:
+    """The verdict from the score differences alone (no significance test in ``m``)."""
+    d = m["delta"]
     ter = f"TER {d['ter']:+.1f}, lower is better"
     outcome = _outcome(m)
     if outcome == "improved":
@@ -139,10 +131,101 @@ def verdict(metrics: dict) -> str:
         rest = [f"{LABELS[k]} {d[k]:+.1f}" for k in ("bleu", "chrf") if d[k] < SAME] + [ter]
         return f"Fine-tuning improved {' and '.join(up)} over the baseline ({'; '.join(rest)})."
     if outcome == "worse":
-        return (f"Fine-tuning did not improve on the baseline (chrF++ {d['chrf']:+.1f}, "
-                f"BLEU {d['bleu']:+.1f}, {ter}): the baseline is kept as the better model.")
+        head = (f"Fine-tuning did not improve on the baseline (chrF++ {d['chrf']:+.1f}, "
+                f"BLEU {d['bleu']:+.1f}, {ter})")
+        if m.get("kept") == "finetuned":
+            return head + "."
+        return head + ": the baseline is kept as the better model."
     return (f"Fine-tuning left chrF++ and BLEU unchanged (both within {SAME} points of the "
             f"baseline; {ter}).")
+
+
+def format_p(p: float) -> str:
+    """A p-value as reports print it: ``p < 0.001`` below 0.001, else ``p = 0.123``."""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+SIG_LABELS = {**LABELS, "spbleu": "spBLEU"}
+
+
+def verdict_info(metrics: dict) -> dict:
+    """Whether fine-tuning helped, as data and as one plain-language paragraph (``text``).
+
+    With a significance test in ``metrics`` (``metrics["significance"]``, see
+    :func:`adaptmllm.significance.paired_bootstrap`) the outcome is decided on chrF++: ``improved``
+    or ``worse`` when the paired bootstrap p-value is below the test's ``alpha`` (0.05 by default)
+    and the difference is at least 0.05 points, else ``unchanged`` ("did not significantly
+    change"); the text gives the difference, its 95% confidence interval and p, then BLEU and TER
+    (lower is better) with their p-values. Without one, the older rule applies: chrF++ first, then
+    BLEU, a change under 0.05 points reads as unchanged. The text then says which model ``model/``
+    holds when that disagrees with the test outcome (``kept``: the pipeline keeps the baseline when
+    fine-tuning never beat it on the dev set), a hand-selected checkpoint (``selected_checkpoint``),
+    and warns when the forgetting check is flagged (``forgetting.flagged``).
+
+    Returns ``{"outcome": "improved"|"unchanged"|"worse"|"not_compared"|"not_scored", "metric":
+    "chrf", "significant": bool or None, "p_value", "delta", "delta_ci": [low, high] or None,
+    "kept", "forgetting": bool or None, "text"}``.
+
+    Raises:
+        ValueError: as :func:`build_metrics` does.
+    """
+    m = build_metrics(metrics)
+    fine, d = m["finetuned"], m["delta"]
+    kept = m.get("kept")
+    forg = m.get("forgetting") or {}
+    info: dict = {"outcome": None, "metric": "chrf", "significant": None, "p_value": None, "delta": None,
+                  "delta_ci": None, "kept": kept, "forgetting": forg.get("flagged"), "text": ""}
+    if fine is None:
+        info.update(outcome="not_scored", text="The fine-tuned model has not been scored.")
+        return info
+    if d is None:
+        info.update(outcome="not_compared", text=(
+            f"The fine-tuned model scores BLEU {fine['bleu']:.1f}, chrF++ {fine['chrf']:.1f} and "
+            f"TER {fine['ter']:.1f}; the baseline was not scored, so there is no comparison."))
+        return info
+    sig = ((m.get("significance") or {}).get("metrics") or {})
+    if "chrf" not in sig:
+        info.update(outcome=_outcome(m), delta=d["chrf"], text=_legacy_verdict(m))
+    else:
+        s = sig["chrf"]
+        delta, (lo, hi), p = s["delta"], s["delta_ci"], s["p_value"]
+        significant = bool(s["significant"]) and abs(delta) >= SAME
+        outcome = ("improved" if delta > 0 else "worse") if significant else "unchanged"
+        ci = f"95% CI {lo:+.1f} to {hi:+.1f}, {format_p(p)}"
+        if outcome == "improved":
+            head = f"Fine-tuning improved chrF++ by {delta:.1f} points ({ci})"
+        elif outcome == "worse":
+            head = f"Fine-tuning made chrF++ worse by {-delta:.1f} points ({ci})"
+        else:
+            head = f"Fine-tuning did not significantly change chrF++ ({delta:+.1f} points, {ci})"
+        rest = []
+        for k in ("bleu", "spbleu", "ter"):
+            if k in sig:
+                note = ", lower is better" if k == "ter" else ""
+                rest.append(f"{SIG_LABELS[k]} {sig[k]['delta']:+.1f} ({format_p(sig[k]['p_value'])}{note})")
+        text = head + ("; " + ", ".join(rest) if rest else "") + "."
+        if kept == "baseline":
+            text += (" It never beat the baseline on the dev set, though, so model/ holds the baseline."
+                     if outcome == "improved" else " model/ holds the baseline, which fine-tuning never beat on the dev set.")
+        elif kept == "finetuned" and outcome == "worse" and not m.get("selected_checkpoint"):
+            text += (" model/ holds the fine-tuned model because it beat the baseline on the dev set; "
+                     "on this test set the baseline is better.")
+        info.update(outcome=outcome, significant=significant, p_value=p, delta=delta, delta_ci=[lo, hi], text=text)
+    sel = m.get("selected_checkpoint")
+    if sel:
+        info["text"] += f" model/ holds {sel.get('checkpoint')} (epoch {_n(sel.get('epoch'), 'g')}), selected by hand."
+    if forg.get("flagged"):
+        info["text"] += (f" Warning: on the general-domain test set chrF++ fell by {forg['drop']:.1f} points "
+                         f"(more than the {forg['threshold']:g}-point threshold): fine-tuning cost general-domain quality.")
+    return info
+
+
+def verdict(metrics: dict) -> str:
+    """One plain-language paragraph on whether fine-tuning beat the baseline: the ``text`` of
+    :func:`verdict_info` (see there for the rules). ``metrics`` is the ``metrics.json`` shape (see
+    :func:`build_metrics`). Raises ``ValueError`` as :func:`build_metrics` does.
+    """
+    return verdict_info(metrics)["text"]
 
 
 # ----------------------------------------------------------------------------- plot
@@ -193,11 +276,14 @@ def plot_history(history: list[dict], path: str | os.PathLike) -> Optional[Path]
 # ----------------------------------------------------------------------------- metrics.json
 
 def write_metrics(run_dir: str | os.PathLike, metrics: dict) -> Path:
-    """Write ``<run_dir>/metrics.json`` (atomically) in the fixed shape of :func:`build_metrics`.
+    """Write ``<run_dir>/metrics.json`` (atomically) in the fixed shape of :func:`build_metrics`,
+    with ``verdict`` (:func:`verdict_info`) added.
 
     Returns the path. Raises ``ValueError`` as :func:`build_metrics` does, ``OSError`` on write errors.
     """
-    return atomic_write_json(Path(run_dir) / "metrics.json", build_metrics(metrics))
+    m = build_metrics(metrics)
+    m["verdict"] = verdict_info(m)
+    return atomic_write_json(Path(run_dir) / "metrics.json", m)
 
 
 # ----------------------------------------------------------------------------- report.md
@@ -277,6 +363,9 @@ def write_report(run_dir: str | os.PathLike, config: Any, metrics: dict,
     lines += _scores_md(m, model.get("name_or_path", ""))
     if m.get("best_checkpoint"):
         lines += ["", f"Best checkpoint: `{m['best_checkpoint']}`"]
+    from .report_html import evaluation_markdown  # significance, forgetting, checkpoints, error analysis
+
+    lines += evaluation_markdown(m)
     lines += ["", "## Energy and emissions", ""] + _green_md(m["green"])
     lines += ["", "## Data", ""] + _data_md(data_report)
     if history_png:

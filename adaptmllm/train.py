@@ -7,6 +7,7 @@ from the last checkpoint on request) -> history (JSON + PNG).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -15,8 +16,8 @@ from typing import Any, Optional, Sequence
 
 from .config import TrainConfig
 
-__all__ = ["TrainResult", "tokenize_pairs", "training_args", "fine_tune", "resolve_precision", "last_checkpoint",
-           "make_collator"]
+__all__ = ["TrainResult", "tokenize_pairs", "training_args", "fine_tune", "resolve_precision", "resolve_optim",
+           "tf32_supported", "last_checkpoint", "make_collator"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class TrainResult:
         global_step: optimizer steps done.
         train_runtime_s: seconds spent in ``trainer.train`` (this process).
         resumed_from: checkpoint folder the run resumed from, if any.
+        memory_plan: the memory plan used (:meth:`adaptmllm.deepspeed.ZeroPlan.to_dict`).
     """
 
     best_checkpoint: Optional[str]
@@ -46,6 +48,7 @@ class TrainResult:
     global_step: int = 0
     train_runtime_s: float = 0.0
     resumed_from: Optional[str] = None
+    memory_plan: Optional[dict] = None
 
 
 def tokenize_pairs(tokenizer: Any, src: Sequence[str], tgt: Sequence[str], max_source_length: int,
@@ -80,17 +83,33 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
+def resolve_optim(optim: str) -> str:
+    """``auto`` -> ``adamw_torch_fused`` (AdamW with torch's fused kernel, CPU and CUDA); others unchanged."""
+    return "adamw_torch_fused" if optim == "auto" else optim
+
+
+def tf32_supported() -> bool:
+    """Whether this machine has a CUDA GPU with TF32 matmuls (Ampere, compute capability 8.0, or newer)."""
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+
+
 def training_args(tc: TrainConfig, output_dir: str | os.PathLike, evaluate: bool = True,
-                  steps_per_epoch: int = 0, progress: bool = True, generation_max_length: int = 128) -> Any:
+                  steps_per_epoch: int = 0, progress: bool = True, generation_max_length: int = 128,
+                  plan: Any = None) -> Any:
     """The one adapter from :class:`TrainConfig` to ``Seq2SeqTrainingArguments``.
 
     With ``evaluate``, the dev set is scored (generated output, greedy) every ``tc.eval_every_epochs``
     epochs, a checkpoint is saved at each evaluation, and the best one by ``tc.metric_for_best_model``
     is loaded at the end. ``steps_per_epoch`` (optimizer steps) is needed when evaluating every k > 1 epochs.
+    ``plan`` (:class:`adaptmllm.deepspeed.ZeroPlan`) adds its DeepSpeed config and gradient
+    checkpointing; without one, ``tc.gradient_checkpointing`` decides (empty: off).
     """
     from transformers import Seq2SeqTrainingArguments
 
     precision = resolve_precision(tc.precision)
+    checkpointing = plan.gradient_checkpointing if plan is not None else bool(tc.gradient_checkpointing)
     kwargs: dict[str, Any] = dict(
         output_dir=str(output_dir), learning_rate=tc.learning_rate, num_train_epochs=tc.num_train_epochs,
         max_steps=tc.max_steps, per_device_train_batch_size=tc.per_device_train_batch_size,
@@ -103,7 +122,13 @@ def training_args(tc: TrainConfig, output_dir: str | os.PathLike, evaluate: bool
         save_total_limit=tc.save_total_limit,
         train_sampling_strategy="group_by_length" if tc.group_by_length else "random", dataloader_num_workers=0, remove_unused_columns=True,
         predict_with_generate=evaluate, generation_max_length=generation_max_length, generation_num_beams=1,
+        optim=resolve_optim(tc.optim), label_names=["labels"], gradient_checkpointing=checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
     )
+    if tc.tf32 and tf32_supported():
+        kwargs["tf32"] = True
+    if plan is not None and plan.uses_deepspeed:
+        kwargs["deepspeed"] = plan.deepspeed_config()
     if evaluate:
         if tc.eval_every_epochs == 1 or steps_per_epoch <= 0:
             strategy: dict[str, Any] = dict(eval_strategy="epoch", save_strategy="epoch")
@@ -189,6 +214,8 @@ def fine_tune(model: Any, tokenizer: Any, tc: TrainConfig, train_src: Sequence[s
     """
     from transformers import EarlyStoppingCallback, Seq2SeqTrainer
 
+    from .deepspeed import (apply_plan_to_model, ensure_distributed_env, no_deepspeed_env, plan_training,
+                            trainer_class, world_size)
     from .model import forced_bos_token_id
 
     if not len(train_src) or not len(dev_src):
@@ -201,22 +228,41 @@ def fine_tune(model: Any, tokenizer: Any, tc: TrainConfig, train_src: Sequence[s
         dev_src, dev_tgt = dev_src[: tc.eval_max_pairs], dev_tgt[: tc.eval_max_pairs]
     train_ds = tokenize_pairs(tokenizer, train_src, train_tgt, max_source_length, max_target_length)
     dev_ds = tokenize_pairs(tokenizer, dev_src, dev_tgt, max_source_length, max_target_length)
-    steps_per_epoch = max(1, -(-len(train_ds) // (tc.per_device_train_batch_size * tc.gradient_accumulation_steps)))
+    ranks = world_size()
+    steps_per_epoch = max(1, -(-len(train_ds) // (tc.per_device_train_batch_size * tc.gradient_accumulation_steps
+                                                  * ranks)))
+    # Memory plan (DeepSpeed ZeRO stage, offload, gradient checkpointing) from the longest sequences.
+    plan = plan_training(model, tc, max(map(len, train_ds["input_ids"])), max(map(len, train_ds["labels"])))
+    apply_plan_to_model(model, plan)
+    collator, compute_metrics = make_collator(tokenizer, model), _compute_metrics_fn(tokenizer)
+    base = None
+    if plan.uses_deepspeed:
+        ensure_distributed_env()
+        if score_baseline_dev:
+            # DeepSpeed builds its engine in train(), and ZeRO-2 cannot evaluate before that: score the
+            # untouched model with a plain Trainer first (before DeepSpeed's arguments exist).
+            with no_deepspeed_env():
+                plain_args = training_args(tc, output_dir, evaluate=True, steps_per_epoch=steps_per_epoch,
+                                           progress=progress, generation_max_length=max_target_length)
+                base = Seq2SeqTrainer(model=model, args=plain_args, eval_dataset=dev_ds, processing_class=tokenizer,
+                                      data_collator=collator, compute_metrics=compute_metrics).evaluate()
+            del plain_args
     args = training_args(tc, output_dir, evaluate=True, steps_per_epoch=steps_per_epoch, progress=progress,
-                         generation_max_length=max_target_length)
+                         generation_max_length=max_target_length, plan=plan)
     cbs = list(callbacks)
     if tc.early_stopping_patience:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=tc.early_stopping_patience))
-    trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=dev_ds,
-                             processing_class=tokenizer, data_collator=make_collator(tokenizer, model),
-                             compute_metrics=_compute_metrics_fn(tokenizer), callbacks=cbs)
+    with contextlib.nullcontext() if plan.uses_deepspeed else no_deepspeed_env():
+        trainer = trainer_class(plan)(model=model, args=args, train_dataset=train_ds, eval_dataset=dev_ds,
+                                      processing_class=tokenizer, data_collator=collator,
+                                      compute_metrics=compute_metrics, callbacks=cbs)
     resume = last_checkpoint(output_dir) if tc.resume else None
     if tc.resume and resume is None:
         log.warning("train.resume: no checkpoint in %s yet; starting from the beginning", output_dir)
     baseline_dev, history = None, []
     if score_baseline_dev:
         # The untouched model's dev score: epoch 0 of the curves, and the bar fine-tuning must clear.
-        base = trainer.evaluate()
+        base = base if base is not None else trainer.evaluate()
         baseline_dev = base[f"eval_{tc.metric_for_best_model}"]
         history.append({**base, "epoch": 0.0, "step": 0})
     out = trainer.train(resume_from_checkpoint=resume)
@@ -225,5 +271,6 @@ def fine_tune(model: Any, tokenizer: Any, tc: TrainConfig, train_src: Sequence[s
         best_checkpoint=state.best_model_checkpoint, best_metric=state.best_metric, metric=tc.metric_for_best_model,
         baseline_dev=baseline_dev, history=history + list(state.log_history), global_step=state.global_step,
         train_runtime_s=float(out.metrics.get("train_runtime", 0.0)), resumed_from=resume,
+        memory_plan=plan.to_dict(),
     )
     return trainer, result

@@ -22,7 +22,8 @@ def translate_texts(model: Any, tokenizer: Any, texts: Sequence[str], src_lang: 
     """Translate ``texts`` (N segments) and return N translations in the input order.
 
     The tokenizer's ``src_lang`` is set to ``src_lang``; generation is forced to start with the
-    ``tgt_lang`` code (NLLB/M2M100). Runs under ``torch.inference_mode`` on the model's device.
+    ``tgt_lang`` code (NLLB/M2M100). A translation is at most ``min(max_new_tokens, 2 * L + 10)``
+    tokens, L being the longest source of its batch in tokens. Runs under ``torch.inference_mode`` on the model's device.
     Empty segments translate to empty strings.
     """
     import torch
@@ -47,7 +48,11 @@ def translate_texts(model: Any, tokenizer: Any, texts: Sequence[str], src_lang: 
                 idx = [todo[j] for j in batch]
                 enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
                                 max_length=max_source_length).to(device)
-                gen_kwargs: dict[str, Any] = dict(num_beams=num_beams, max_new_tokens=max_new_tokens, max_length=None)
+                # No translation is more than twice its source plus 10 tokens: this stops a model that
+                # never emits </s> (an untrained baseline) from running to max_new_tokens on every segment.
+                longest = int(enc["attention_mask"].sum(dim=1).max())
+                limit = min(max_new_tokens, 2 * longest + 10)
+                gen_kwargs: dict[str, Any] = dict(num_beams=num_beams, max_new_tokens=limit, max_length=None)
                 if bos is not None:
                     gen_kwargs["forced_bos_token_id"] = bos
                 ids = model.generate(**enc, **gen_kwargs)

@@ -37,6 +37,30 @@ def _session_cache(tmp_path_factory):
         os.environ["ADAPTMLLM_CACHE"] = old
 
 
+_DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+             "ACCELERATE_USE_DEEPSPEED", "CROSS_RANK", "CROSS_SIZE", "GROUP_RANK")
+
+
+@pytest.fixture(autouse=True)
+def _no_distributed_leak():
+    """Restore the distributed-launch variables after each test: DeepSpeed and accelerate set them in
+    os.environ, and a leftover RANK/WORLD_SIZE makes every later Trainer try torch.distributed."""
+    saved = {k: os.environ.get(k) for k in _DIST_ENV}
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:
+        pass
+
+
 def tiny_dict(runs_dir: Path, name: str = "t") -> dict:
     """A small demo config (as a dict): well under a minute end to end on 2 CPU cores."""
     return {

@@ -1,0 +1,807 @@
+"""DeepSpeed ZeRO for adaptmllm: NLLB-200 architectures, a memory planner, ZeRO configs, launch helpers.
+
+Full fine-tuning of NLLB-200-3.3B with AdamW needs about 16-18 bytes per parameter of model states
+(about 50-56 GiB) before activations. :func:`plan_training` picks the fastest plan that fits the GPU,
+in this order: no DeepSpeed; ZeRO-2; ZeRO-3; each of those with gradient checkpointing; ZeRO-2 with
+the optimizer states in CPU memory; ZeRO-3 with CPU optimizer offload; ZeRO-3 with optimizer and
+parameter offload. Model states are estimated with DeepSpeed's own estimators
+(``estimate_zero2_model_states_mem_needs``, ``estimate_zero3_model_states_mem_needs``), activations
+with :func:`activation_gib`. The chosen plan is logged in one line; ``train.deepspeed.*`` overrides
+it (``stage``, ``offload_optimizer``, ``offload_params``, or a whole ``config_file``).
+
+One GPU needs no launcher: adaptmllm sets the single-process variables (``RANK=0 WORLD_SIZE=1`` ...)
+itself. Several GPUs (or nodes) use DeepSpeed's launcher with the same config::
+
+    deepspeed --num_gpus 4 -m adaptmllm.cli run --config configs/nllb-3.3b-zero3.yaml
+    accelerate launch --num_processes 4 --use_deepspeed -m adaptmllm.cli run --config ...
+    deepspeed --hostfile hostfile --num_nodes 2 --num_gpus 8 -m adaptmllm.cli run --config ...
+
+Rank 0 scores and writes the run folder; the other ranks train alongside it
+(:func:`run_other_rank`). Known traps handled here: M2M100/NLLB LayerDrop breaks ZeRO-3 (it is set to
+0 under ZeRO-3, :func:`apply_plan_to_model`); generation under ZeRO-3 is very slow, so evaluation
+generates with a consolidated 16-bit copy of the weights (:func:`trainer_class`, :func:`plain_copy`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from .config import ConfigError, DeepSpeedConfig, TrainConfig
+
+__all__ = [
+    "NLLB_ARCHITECTURES",
+    "NLLB_VOCAB_SIZE",
+    "ModelSize",
+    "ZeroPlan",
+    "nllb_architecture",
+    "nllb_config",
+    "activation_gib",
+    "candidate_plans",
+    "plan_memory",
+    "plan_training",
+    "deepspeed_config",
+    "apply_plan_to_model",
+    "ensure_distributed_env",
+    "no_deepspeed_env",
+    "world_size",
+    "is_main_process",
+    "gpu_memory_gib",
+    "host_memory_gib",
+    "trainer_class",
+    "plain_copy",
+    "consolidated_model",
+    "run_other_rank",
+]
+
+log = logging.getLogger(__name__)
+
+GIB = 2**30
+NLLB_VOCAB_SIZE = 256_206
+"""Vocabulary of every NLLB-200 checkpoint (facebook/nllb-200-* config.json: ``vocab_size``)."""
+
+_NLLB_600M = dict(d_model=1024, encoder_layers=12, decoder_layers=12, attention_heads=16, ffn_dim=4096)
+_NLLB_1_3B = dict(d_model=1024, encoder_layers=24, decoder_layers=24, attention_heads=16, ffn_dim=8192)
+_NLLB_3_3B = dict(d_model=2048, encoder_layers=24, decoder_layers=24, attention_heads=16, ffn_dim=8192)
+NLLB_ARCHITECTURES: dict[str, dict] = {
+    "facebook/nllb-200-distilled-600M": _NLLB_600M,
+    "facebook/nllb-200-distilled-1.3B": _NLLB_1_3B,
+    "facebook/nllb-200-1.3B": _NLLB_1_3B,
+    "facebook/nllb-200-3.3B": _NLLB_3_3B,
+}
+"""Sizes of the NLLB-200 checkpoints, from their config.json on the Hugging Face hub (Costa-jussà et
+al. 2022, "No Language Left Behind", table 40): all have vocabulary 256,206, 1,024 positions,
+``scale_embedding`` and tied embeddings. Used to build random-init models offline (benchmarks, planner)."""
+
+_ALIASES = {"600m": "facebook/nllb-200-distilled-600M", "distilled-600m": "facebook/nllb-200-distilled-600M",
+            "1.3b": "facebook/nllb-200-1.3B", "distilled-1.3b": "facebook/nllb-200-distilled-1.3B",
+            "3.3b": "facebook/nllb-200-3.3B"}
+
+RESERVE_GIB = 1.0
+"""GPU memory (GiB) the planner keeps free for the CUDA context and kernels' workspaces."""
+FRAGMENTATION = 0.05
+"""Share of GPU memory the planner keeps free for the caching allocator's fragmentation."""
+LOGIT_BYTES = {2: 12, 4: 16}
+"""Bytes per element of the output logits (batch x target length x vocabulary) kept for the loss:
+16-bit logits + fp32 log-softmax + its gradient (2+4+4, rounded up for label smoothing), or all fp32."""
+
+
+def nllb_architecture(name: str) -> dict:
+    """Sizes (``d_model``, ``encoder_layers``, ``decoder_layers``, ``attention_heads``, ``ffn_dim``) of an
+    NLLB-200 checkpoint by hub name (``facebook/nllb-200-3.3B``), folder name or alias (``600M``, ``1.3B``, ``3.3B``).
+
+    Raises:
+        ValueError: not an NLLB-200 checkpoint this table knows (the message lists them).
+    """
+    key = name.strip().rstrip("/")
+    if key in NLLB_ARCHITECTURES:
+        return dict(NLLB_ARCHITECTURES[key])
+    low = key.lower()
+    for alias, hub in _ALIASES.items():
+        if low == alias or low == f"nllb-{alias}" or low == f"nllb-200-{alias}":
+            return dict(NLLB_ARCHITECTURES[hub])
+    base = Path(key).name
+    for hub, arch in NLLB_ARCHITECTURES.items():
+        if base == hub.split("/")[1]:
+            return dict(arch)
+    raise ValueError(f"{name!r} is not a known NLLB-200 checkpoint; known: {', '.join(NLLB_ARCHITECTURES)} "
+                     f"(or {', '.join(sorted({'600M', '1.3B', '3.3B'}))})")
+
+
+def nllb_config(name: str, **overrides: Any) -> Any:
+    """An ``M2M100Config`` equal to the hub's config of NLLB-200 checkpoint ``name`` (see
+    :func:`nllb_architecture`), built offline: dropout 0.1, attention dropout 0.1, ReLU, LayerDrop 0,
+    pad 1 / bos 0 / eos 2 = decoder start. ``overrides`` replace any field (e.g. ``vocab_size``)."""
+    from transformers import M2M100Config
+
+    a = nllb_architecture(name)
+    kw: dict[str, Any] = dict(
+        vocab_size=NLLB_VOCAB_SIZE, d_model=a["d_model"], encoder_layers=a["encoder_layers"],
+        decoder_layers=a["decoder_layers"], encoder_attention_heads=a["attention_heads"],
+        decoder_attention_heads=a["attention_heads"], encoder_ffn_dim=a["ffn_dim"], decoder_ffn_dim=a["ffn_dim"],
+        max_position_embeddings=1024, scale_embedding=True, dropout=0.1, attention_dropout=0.1,
+        activation_dropout=0.0, activation_function="relu", encoder_layerdrop=0.0, decoder_layerdrop=0.0,
+        init_std=0.02, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
+        tie_word_embeddings=True, use_cache=True, tokenizer_class="NllbTokenizer",
+    )
+    kw.update(overrides)
+    return M2M100Config(**kw)
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """Parameter counts and shape of an encoder-decoder (M2M100/NLLB) model.
+
+    Attributes:
+        total_params: distinct parameters (tied embeddings counted once).
+        trainable_params: those with ``requires_grad`` (all, for a config).
+        largest_layer_params: parameters of the largest single module (its own, not its children's),
+            as DeepSpeed's ZeRO-3 estimator counts it: the shared embedding for NLLB.
+        embedding_params: the shared token embedding (vocabulary x d_model), also the tied output projection.
+        encoder_params, decoder_params: non-embedding parameters of encoder and decoder.
+        d_model, encoder_layers, decoder_layers, attention_heads, ffn_dim, vocab_size: the shape.
+    """
+
+    total_params: int
+    trainable_params: int
+    largest_layer_params: int
+    embedding_params: int
+    encoder_params: int
+    decoder_params: int
+    d_model: int
+    encoder_layers: int
+    decoder_layers: int
+    attention_heads: int
+    ffn_dim: int
+    vocab_size: int
+
+    @classmethod
+    def from_config(cls, config: Any) -> "ModelSize":
+        """Counts computed from an ``M2M100Config`` without building the model (exact for M2M100/NLLB)."""
+        d, f, v = config.d_model, config.encoder_ffn_dim, config.vocab_size
+        attn = 4 * (d * d + d)
+        enc_layer = attn + (d * f + f) + (f * d + d) + 2 * 2 * d
+        dec_layer = 2 * attn + (d * config.decoder_ffn_dim + config.decoder_ffn_dim) + (config.decoder_ffn_dim * d + d) \
+            + 3 * 2 * d
+        enc = config.encoder_layers * enc_layer + 2 * d
+        dec = config.decoder_layers * dec_layer + 2 * d
+        emb = v * d
+        total = emb + enc + dec
+        return cls(total, total, emb, emb, enc, dec, d, config.encoder_layers, config.decoder_layers,
+                   config.encoder_attention_heads, f, v)
+
+    @classmethod
+    def from_model(cls, model: Any) -> "ModelSize":
+        """Counts of a live model (a PEFT wrapper included): distinct parameters, trainable ones, largest module."""
+        seen: dict[int, Any] = {}
+        for p in model.parameters():
+            seen.setdefault(id(p), p)
+        numel = (lambda p: int(p.ds_numel)) if any(hasattr(p, "ds_numel") for p in seen.values()) else (
+            lambda p: p.numel())
+        total = sum(numel(p) for p in seen.values())
+        trainable = sum(numel(p) for p in seen.values() if p.requires_grad)
+        largest = max((sum(numel(p) for p in m.parameters(recurse=False)) for m in model.modules()), default=0)
+        cfg = getattr(model, "config", None)
+        ref = cls.from_config(cfg) if cfg is not None and hasattr(cfg, "encoder_ffn_dim") else None
+        if ref is None:
+            return cls(total, trainable, largest, 0, total, 0, 0, 0, 0, 1, 0, 0)
+        return cls(total, trainable, largest, ref.embedding_params, ref.encoder_params, ref.decoder_params,
+                   ref.d_model, ref.encoder_layers, ref.decoder_layers, ref.attention_heads, ref.ffn_dim,
+                   ref.vocab_size)
+
+
+def activation_gib(size: ModelSize, batch: int, src_len: int, tgt_len: int, act_bytes: int = 2,
+                   checkpointing: bool = False) -> float:
+    """Estimated activation memory (GiB) of one training step of an encoder-decoder transformer.
+
+    Per layer, after Korthikanti et al. (2022), "Reducing Activation Recomputation in Large Transformer
+    Models", section 4.1: a layer with hidden size h, FFN ratio r = ffn/h, a heads, sequence s and
+    batch b keeps ``s*b*h*(18 + 4r) + 5*a*s*s*b`` bytes with 16-bit activations (34 for r = 4); a
+    decoder layer adds cross-attention: ``t*b*h*(28 + 4r) + 5*a*b*(t*t + t*s) + 4*s*b*h``. The output
+    logits add ``b*t*vocab*`` :data:`LOGIT_BYTES` (large for NLLB's 256k vocabulary). fp32
+    (``act_bytes=4``) doubles the layer terms. With gradient checkpointing only each layer's input
+    (``2*s*b*h``) is kept, plus one layer recomputed at a time.
+    """
+    b, s, t, h, a = batch, src_len, tgt_len, size.d_model, size.attention_heads
+    r = size.ffn_dim / h if h else 4
+    scale = act_bytes / 2
+    enc_layer = (s * b * h * (18 + 4 * r) + 5 * a * s * s * b) * scale
+    dec_layer = (t * b * h * (28 + 4 * r) + 5 * a * b * (t * t + t * s) + 4 * s * b * h) * scale
+    logits = b * t * size.vocab_size * LOGIT_BYTES.get(act_bytes, 16)
+    if checkpointing:
+        kept = (size.encoder_layers * s + size.decoder_layers * t) * b * h * act_bytes
+        layers = kept + max(enc_layer, dec_layer)
+    else:
+        layers = size.encoder_layers * enc_layer + size.decoder_layers * dec_layer
+    return (layers + logits) / GIB
+
+
+@dataclass
+class ZeroPlan:
+    """A memory plan for one training run: DeepSpeed ZeRO stage, CPU offload, gradient checkpointing.
+
+    Attributes:
+        stage: 0 (no DeepSpeed), 2 or 3.
+        offload_optimizer, offload_params: states kept in CPU memory.
+        gradient_checkpointing: recompute activations in the backward pass.
+        precision: ``bf16``, ``fp16`` or ``fp32``.
+        states_gib: estimated model states (parameters, gradients, optimizer) per GPU, GiB.
+        activations_gib: estimated activations per GPU, GiB.
+        reserve_gib: GPU memory kept free (CUDA context, fragmentation), GiB.
+        cpu_gib: estimated host memory for offloaded states, GiB (0 without offload).
+        gpu_memory_gib: GPU memory per device planned for (None: no GPU known).
+        cpu_memory_gib: host memory available, GiB.
+        num_gpus: data-parallel ranks.
+        explanation: one line saying what was chosen and why.
+        forced: chosen by ``train.deepspeed.*`` rather than by the planner.
+        config_file: the user's DeepSpeed JSON (replaces :meth:`deepspeed_config`'s own config).
+    """
+
+    stage: int = 0
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    gradient_checkpointing: bool = False
+    precision: str = "fp32"
+    states_gib: float = 0.0
+    activations_gib: float = 0.0
+    reserve_gib: float = 0.0
+    cpu_gib: float = 0.0
+    gpu_memory_gib: Optional[float] = None
+    cpu_memory_gib: Optional[float] = None
+    num_gpus: int = 1
+    explanation: str = ""
+    forced: bool = False
+    config_file: Optional[str] = None
+
+    @property
+    def gpu_need_gib(self) -> float:
+        """Estimated peak GPU memory per device (GiB): states + activations + reserve."""
+        return self.states_gib + self.activations_gib + self.reserve_gib
+
+    @property
+    def fits(self) -> bool:
+        """Whether the estimate fits the GPU memory (and host memory, for offload); True when unknown."""
+        gpu_ok = self.gpu_memory_gib is None or self.gpu_need_gib <= self.gpu_memory_gib
+        cpu_ok = self.cpu_gib == 0 or self.cpu_memory_gib is None or self.cpu_gib <= self.cpu_memory_gib
+        return gpu_ok and cpu_ok
+
+    @property
+    def uses_deepspeed(self) -> bool:
+        """Whether this plan runs under DeepSpeed."""
+        return self.stage > 0 or self.config_file is not None
+
+    @property
+    def name(self) -> str:
+        """Short human name, e.g. ``ZeRO-2 + CPU optimizer offload``."""
+        if self.config_file:
+            return f"DeepSpeed config {self.config_file}"
+        if self.stage == 0:
+            return "no DeepSpeed"
+        off = [w for w, on in (("optimizer", self.offload_optimizer), ("parameter", self.offload_params)) if on]
+        return f"ZeRO-{self.stage}" + (f" + CPU {' and '.join(off)} offload" if off else "")
+
+    def deepspeed_config(self) -> Optional[dict]:
+        """The DeepSpeed config dict for ``Seq2SeqTrainingArguments(deepspeed=...)`` (None without DeepSpeed)."""
+        if self.config_file:
+            return json.loads(Path(self.config_file).read_text(encoding="utf-8"))
+        if self.stage == 0:
+            return None
+        return deepspeed_config(self.stage, self.offload_optimizer, self.offload_params)
+
+    def to_dict(self) -> dict:
+        """The plan as a plain dict (for metrics.json and benchmark records)."""
+        return {"name": self.name, "zero_stage": self.stage, "offload_optimizer": self.offload_optimizer,
+                "offload_params": self.offload_params, "gradient_checkpointing": self.gradient_checkpointing,
+                "precision": self.precision, "states_gib": round(self.states_gib, 2),
+                "activations_gib": round(self.activations_gib, 2), "gpu_need_gib": round(self.gpu_need_gib, 2),
+                "gpu_memory_gib": self.gpu_memory_gib, "cpu_gib": round(self.cpu_gib, 2),
+                "num_gpus": self.num_gpus, "explanation": self.explanation}
+
+
+def deepspeed_config(stage: int, offload_optimizer: bool = False, offload_params: bool = False) -> dict:
+    """A DeepSpeed ZeRO config whose batch, clipping, precision, optimizer and bucket values are
+    ``"auto"``, so the Trainer fills them from its arguments (one source of truth: ``train.*``).
+
+    Without offload the Trainer's own optimizer (fused AdamW) and scheduler are used; with optimizer
+    offload DeepSpeed's CPU Adam is needed (``optimizer`` section), still under the Trainer's linear
+    schedule. ZeRO-3 saves a consolidated 16-bit checkpoint (``stage3_gather_16bit_weights_on_model_save``).
+
+    Raises:
+        ValueError: stage not 2 or 3, or parameter offload with stage 2.
+    """
+    if stage not in (2, 3):
+        raise ValueError(f"ZeRO stage must be 2 or 3, not {stage}")
+    if offload_params and stage != 3:
+        raise ValueError("parameter offload needs ZeRO stage 3")
+    zero: dict[str, Any] = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True,
+                            "reduce_bucket_size": "auto"}
+    if stage == 2:
+        zero.update(allgather_bucket_size=500_000_000, reduce_scatter=True)
+    else:
+        zero.update(stage3_prefetch_bucket_size="auto", stage3_param_persistence_threshold="auto",
+                    stage3_max_live_parameters=1_000_000_000, stage3_max_reuse_distance=1_000_000_000,
+                    stage3_gather_16bit_weights_on_model_save=True, sub_group_size=1_000_000_000)
+    if offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    cfg: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto", "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "bf16": {"enabled": "auto"},
+        "fp16": {"enabled": "auto", "loss_scale": 0, "loss_scale_window": 1000, "initial_scale_power": 16,
+                 "hysteresis": 2, "min_loss_scale": 1},
+        "zero_optimization": zero,
+        "steps_per_print": 1_000_000, "wall_clock_breakdown": False,
+    }
+    if offload_optimizer:
+        cfg["optimizer"] = {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps": "auto",
+                                                        "weight_decay": "auto"}}
+    return cfg
+
+
+def _ds_estimators() -> tuple[Any, Any]:
+    """DeepSpeed's model-state estimators; without DeepSpeed installed, the same formulas (DeepSpeed 0.19.8,
+    ``deepspeed/runtime/zero/stage_1_and_2.py`` and ``stage3.py``)."""
+    try:
+        from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs as z3
+        from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs as z2
+
+        return z2, z3
+    except Exception:  # pragma: no cover - exercised only without deepspeed
+        def z2(total_params, num_gpus_per_node=1, num_nodes=1, cpu_offload=True, additional_buffer_factor=1.5):
+            n = num_nodes * num_gpus_per_node
+            if cpu_offload:
+                return int(total_params * max(4 * n, 16) * additional_buffer_factor), int(2 * total_params)
+            return (int(total_params * 4 * num_gpus_per_node * additional_buffer_factor),
+                    int(2 * total_params + 18 * total_params / n))
+
+        def z3(total_params, largest_layer_params, num_gpus_per_node=1, num_nodes=1, cpu_offload=True,
+               cpu_offload_params=True, zero_init=True, additional_buffer_factor=1.5):
+            n, g, largest = num_nodes * num_gpus_per_node, 1 / num_nodes, 4 * largest_layer_params
+            if cpu_offload and cpu_offload_params:
+                return int(total_params * 18 * g * additional_buffer_factor), largest, largest
+            if cpu_offload:
+                return int(total_params * 16 * g * additional_buffer_factor), int(largest + 2 * total_params / n), largest
+            return int(largest_layer_params * 4 * num_gpus_per_node * additional_buffer_factor), \
+                int(largest + 18 * total_params / n), largest
+
+        return z2, z3
+
+
+def candidate_plans(ds: DeepSpeedConfig, gradient_checkpointing: Optional[bool], lora: bool = False) -> list[tuple]:
+    """The ``(stage, offload_optimizer, offload_params, gradient_checkpointing)`` options the planner may
+    emit under these overrides, fastest first. LoRA/QLoRA (``lora``) under ``stage=auto``: no DeepSpeed."""
+    order = [(0, False, False), (2, False, False), (3, False, False)]
+    offload = [(2, True, False), (3, True, False), (3, True, True), (3, False, True)]
+    gcs = [False, True] if gradient_checkpointing is None else [bool(gradient_checkpointing)]
+    out = [(s, o, p, g) for g in gcs for (s, o, p) in order]  # checkpointing before offload: it costs less
+    out += [(s, o, p, g) for (s, o, p) in offload for g in gcs]
+    stage = ds.stage
+    if stage == "auto" and lora:
+        stage = "off"
+    keep = []
+    for s, o, p, g in out:
+        if stage == "off" and s != 0:
+            continue
+        if stage in ("2", "3") and s != int(stage):
+            continue
+        if ds.offload_optimizer is not None and s and o != ds.offload_optimizer:
+            continue
+        if ds.offload_params is not None and s and p != ds.offload_params:
+            continue
+        if s == 0 and (ds.offload_optimizer or ds.offload_params):
+            continue
+        keep.append((s, o, p, g))
+    return keep
+
+
+def plan_memory(size: ModelSize, ds: DeepSpeedConfig, batch: int, src_len: int, tgt_len: int,
+                precision: str = "bf16", gradient_checkpointing: Optional[bool] = None, lora: bool = False,
+                weight_bytes: float = 4.0, gpu_memory: Optional[float] = None, cpu_memory: Optional[float] = None,
+                num_gpus: Optional[int] = None) -> ZeroPlan:
+    """The fastest plan whose estimated peak memory fits the GPU (all sizes in GiB).
+
+    Args:
+        size: the model's parameter counts (:class:`ModelSize`).
+        ds: ``train.deepspeed``; its overrides restrict the candidates (:func:`candidate_plans`);
+            ``gpu_memory_gib``/``cpu_memory_gib``/``num_gpus`` override the detected machine.
+        batch: sentence pairs per GPU per step; src_len/tgt_len: longest source/target in tokens.
+        precision: ``bf16``/``fp16`` (mixed precision) or ``fp32``.
+        gradient_checkpointing: fixed on/off, or None to let the planner turn it on when needed.
+        lora: LoRA/QLoRA run (only the adapters are trained; no DeepSpeed under ``stage=auto``).
+        weight_bytes: bytes per frozen/master weight without DeepSpeed (4: fp32 master weights; 2: a
+            bf16 base under LoRA; 0.5: a 4-bit QLoRA base).
+        gpu_memory, cpu_memory, num_gpus: the machine (defaults: ``ds`` fields, then detected).
+
+    Model states without DeepSpeed: ``weight_bytes`` per parameter + 12 bytes per trainable parameter
+    (fp32 gradient and AdamW's two moments) + 2 bytes per parameter for autocast's 16-bit weight copies
+    under mixed precision. With DeepSpeed: its estimators (which assume mixed precision). Activations:
+    :func:`activation_gib`. Reserve: :data:`RESERVE_GIB` + :data:`FRAGMENTATION` of the GPU.
+
+    Raises:
+        ConfigError: ``stage`` is ``auto`` and no candidate fits (naming the fields to change).
+    """
+    gpu = ds.gpu_memory_gib if ds.gpu_memory_gib is not None else (gpu_memory if gpu_memory is not None
+                                                                   else gpu_memory_gib())
+    cpu = ds.cpu_memory_gib if ds.cpu_memory_gib is not None else (cpu_memory if cpu_memory is not None
+                                                                   else host_memory_gib())
+    n = ds.num_gpus or num_gpus or world_size()
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or n  # the launchers set LOCAL_WORLD_SIZE
+    per_node = max(1, min(per_node, n))
+    nodes = max(1, n // per_node)
+    act_bytes = 4 if precision == "fp32" else 2
+    mixed = precision in ("bf16", "fp16")
+    candidates = candidate_plans(ds, gradient_checkpointing, lora)
+    if gpu is None and ds.stage == "auto":
+        candidates = candidates[:1]  # no GPU: nothing to plan for (and no need to import DeepSpeed)
+    if any(c[0] for c in candidates):
+        z2, z3 = _ds_estimators()
+    reserve = (RESERVE_GIB + FRAGMENTATION * gpu) if gpu is not None else 0.0
+    plans = []
+    for stage, off_o, off_p, gc_on in candidates:
+        if stage == 0:
+            states = (size.total_params * weight_bytes + size.trainable_params * 12
+                      + (2 * size.total_params if mixed and weight_bytes > 2 else 0)) / GIB
+            cpu_need = 0.0
+        elif stage == 2:
+            cpu_b, gpu_b = z2(size.total_params, num_gpus_per_node=per_node, num_nodes=nodes, cpu_offload=off_o)
+            states, cpu_need = gpu_b / GIB, (cpu_b / GIB if off_o else 0.0)
+        else:
+            cpu_b, gpu_b, _ = z3(size.total_params, size.largest_layer_params, num_gpus_per_node=per_node,
+                                 num_nodes=nodes, cpu_offload=off_o or off_p, cpu_offload_params=off_p)
+            states, cpu_need = gpu_b / GIB, (cpu_b / GIB if (off_o or off_p) else 0.0)
+        acts = activation_gib(size, batch, src_len, tgt_len, act_bytes, gc_on)
+        plans.append(ZeroPlan(stage, off_o, off_p, gc_on, precision, states, acts, reserve, cpu_need, gpu, cpu, n))
+    if not plans:
+        raise ConfigError("train.deepspeed: these settings leave no possible plan; e.g. stage=off with CPU offload")
+    forced = ds.stage != "auto" or ds.offload_optimizer is not None or ds.offload_params is not None
+    if gpu is None and ds.stage == "auto":
+        plan = replace(plans[0], forced=False)
+        plan.explanation = (f"memory plan: {plan.name} (no GPU found; set train.deepspeed.gpu_memory_gib to plan "
+                            f"for one){', gradient checkpointing' if plan.gradient_checkpointing else ''}")
+        return plan
+    fitting = [p for p in plans if p.fits]
+    if fitting:
+        plan = fitting[0]
+    elif ds.stage == "auto" and not forced:
+        smallest = min(plans, key=lambda p: p.gpu_need_gib)
+        raise ConfigError(
+            f"train.per_device_train_batch_size: no memory plan fits {gpu:.1f} GiB per GPU for {size.total_params / 1e9:.2f}B "
+            f"parameters at batch {batch} x {src_len}/{tgt_len} tokens; the smallest ({smallest.name}"
+            f"{', gradient checkpointing' if smallest.gradient_checkpointing else ''}) needs ~{smallest.gpu_need_gib:.1f} GiB"
+            f"{f' and {smallest.cpu_gib:.0f} GiB of CPU RAM (of {cpu:.0f})' if smallest.cpu_gib else ''}. Lower the batch "
+            "size (raise train.gradient_accumulation_steps to keep the effective batch), set model.lora.enabled=true, "
+            "or force a plan with train.deepspeed.stage")
+    else:
+        plan = min(plans, key=lambda p: (p.gpu_need_gib if p.cpu_gib == 0 or cpu is None or p.cpu_gib <= cpu else 1e9))
+    plan.forced = forced
+    plan.explanation = _explain(plan, plans, batch, src_len, tgt_len)
+    return plan
+
+
+def _explain(plan: ZeroPlan, plans: list[ZeroPlan], batch: int, src_len: int, tgt_len: int) -> str:
+    gpu = f"{plan.gpu_memory_gib:.1f}" if plan.gpu_memory_gib is not None else "?"
+    line = (f"memory plan: {plan.name}{', gradient checkpointing' if plan.gradient_checkpointing else ''}, "
+            f"{plan.precision}: ~{plan.states_gib:.1f} GiB model states + ~{plan.activations_gib:.1f} GiB activations "
+            f"(batch {batch} x {src_len}/{tgt_len} tokens) + {plan.reserve_gib:.1f} GiB reserve = "
+            f"{plan.gpu_need_gib:.1f} of {gpu} GiB per GPU")
+    if plan.cpu_gib:
+        line += f", {plan.cpu_gib:.0f} of {plan.cpu_memory_gib or 0:.0f} GiB CPU RAM for offloaded states"
+    if plan.num_gpus > 1:
+        line += f", {plan.num_gpus} GPUs"
+    faster = plans[: plans.index(plan)] if plan in plans else []
+    if plan.forced:
+        line += "; chosen by train.deepspeed.*"
+    elif faster:
+        f = faster[-1]
+        line += (f"; the faster {f.name}{' with checkpointing' if f.gradient_checkpointing else ''} "
+                 f"would need {f.gpu_need_gib:.1f} GiB" + (f" and {f.cpu_gib:.0f} GiB CPU RAM" if f.cpu_gib else ""))
+    else:
+        line += "; the fastest option fits"
+    if not plan.fits:
+        line += " (WARNING: the estimate does not fit; expect out-of-memory errors)"
+    return line
+
+
+def plan_training(model: Any, tc: TrainConfig, src_len: int, tgt_len: int, precision: Optional[str] = None) -> ZeroPlan:
+    """The memory plan for fine-tuning ``model`` with ``tc`` on batches whose longest source/target
+    are ``src_len``/``tgt_len`` tokens; logs its one-line explanation.
+
+    A PEFT (LoRA/QLoRA) model is planned without DeepSpeed under ``stage=auto``, with its frozen
+    weights at their stored size (16-bit or 4-bit). ``train.deepspeed.config_file`` replaces the
+    planner. Raises :class:`ConfigError` as :func:`plan_memory`.
+    """
+    from .train import resolve_precision
+
+    ds = tc.deepspeed
+    precision = precision or resolve_precision(tc.precision)
+    if ds.config_file:
+        cfg = json.loads(Path(ds.config_file).read_text(encoding="utf-8"))
+        zero = cfg.get("zero_optimization", {}) or {}
+        plan = ZeroPlan(stage=int(zero.get("stage", 0) or 0),
+                        offload_optimizer=bool((zero.get("offload_optimizer") or {}).get("device", "none") != "none"),
+                        offload_params=bool((zero.get("offload_param") or {}).get("device", "none") != "none"),
+                        gradient_checkpointing=bool(tc.gradient_checkpointing), precision=precision,
+                        num_gpus=ds.num_gpus or world_size(), forced=True, config_file=str(ds.config_file))
+        plan.explanation = f"memory plan: DeepSpeed config {ds.config_file} (ZeRO-{plan.stage}), given by train.deepspeed.config_file"
+        log.info(plan.explanation)
+        return plan
+    size = ModelSize.from_model(model)
+    lora_on = getattr(model, "peft_config", None) is not None
+    weight_bytes = 4.0
+    if lora_on:
+        seen = {id(p): p for p in model.parameters()}.values()
+        weight_bytes = sum(p.numel() * p.element_size() for p in seen) / max(1, size.total_params)
+    plan = plan_memory(size, ds, tc.per_device_train_batch_size, src_len, tgt_len, precision,
+                       tc.gradient_checkpointing, lora_on, weight_bytes)
+    log.info(plan.explanation)
+    return plan
+
+
+def apply_plan_to_model(model: Any, plan: Optional[ZeroPlan]) -> None:
+    """Make ``model`` safe for ``plan``: under ZeRO-3, LayerDrop (which skips layers at random and so
+    breaks ZeRO-3's parameter prefetching: ranks wait for different layers) is set to 0 in the config
+    and in the encoder/decoder modules; a warning says when it was on."""
+    if plan is None or plan.stage != 3:
+        return
+    cfg = getattr(model, "config", None)
+    changed = []
+    for name in ("encoder_layerdrop", "decoder_layerdrop"):
+        if cfg is not None and getattr(cfg, name, 0.0):
+            changed.append(f"{name}={getattr(cfg, name)}")
+            setattr(cfg, name, 0.0)
+    for module in model.modules():
+        if hasattr(module, "layerdrop") and isinstance(getattr(module, "layerdrop"), float) and module.layerdrop:
+            module.layerdrop = 0.0
+    if changed:
+        log.warning("ZeRO-3: LayerDrop breaks ZeRO-3 (ranks skip different layers); set %s to 0", ", ".join(changed))
+
+
+def world_size() -> int:
+    """Data-parallel ranks of this run: the launcher's ``WORLD_SIZE`` (1 without a launcher)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (the one that scores and writes the run folder)."""
+    try:
+        return int(os.environ.get("RANK", "0")) == 0
+    except ValueError:
+        return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_distributed_env() -> dict:
+    """Set the variables a single-process DeepSpeed run needs (``RANK=0 LOCAL_RANK=0 WORLD_SIZE=1
+    MASTER_ADDR=127.0.0.1 MASTER_PORT=<free port>``) where the launcher did not; returns those set."""
+    want = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
+    done = {}
+    if "WORLD_SIZE" in os.environ and "RANK" in os.environ:
+        return done
+    for k, v in want.items():
+        if k not in os.environ:
+            os.environ[k] = done[k] = v
+    if "MASTER_PORT" not in os.environ:
+        os.environ["MASTER_PORT"] = done["MASTER_PORT"] = str(_free_port())
+    return done
+
+
+@contextlib.contextmanager
+def no_deepspeed_env() -> Iterator[None]:
+    """Hide ``ACCELERATE_USE_DEEPSPEED`` while a Trainer that must not use DeepSpeed is built and run.
+
+    accelerate sets that variable for the whole process once any Accelerator got a DeepSpeed plugin
+    (and ``accelerate launch --use_deepspeed`` sets it), after which every new Trainer would take
+    the DeepSpeed path; restored on exit."""
+    old = os.environ.pop("ACCELERATE_USE_DEEPSPEED", None)
+    try:
+        yield
+    finally:
+        if old is not None:
+            os.environ["ACCELERATE_USE_DEEPSPEED"] = old
+
+
+def gpu_memory_gib() -> Optional[float]:
+    """Total memory (GiB) of this process's CUDA device, or None without a GPU."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        dev = int(os.environ.get("LOCAL_RANK", "0") or 0) % max(1, torch.cuda.device_count())
+        return torch.cuda.get_device_properties(dev).total_memory / GIB
+    except Exception:  # pragma: no cover - broken driver
+        return None
+
+
+def host_memory_gib() -> Optional[float]:
+    """Total host RAM (GiB), or None when it cannot be read."""
+    try:
+        import psutil
+
+        return psutil.virtual_memory().total / GIB
+    except Exception:  # pragma: no cover
+        return None
+
+
+def _is_zero3(model: Any) -> bool:
+    return any(hasattr(p, "ds_id") for p in model.parameters())
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: Any) -> Iterator[None]:
+    import torch
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def plain_copy(model: Any, device: Any = None, build: bool = True) -> Any:
+    """A plain (not partitioned) copy of a ZeRO-3 model, for fast generation and saving.
+
+    Every rank must call it (gathering is collective); ranks passing ``build=False`` take part without
+    building a copy and get None. Parameters are gathered one at a time, so the peak extra memory is
+    the copy plus one parameter. The copy has the partitioned model's dtype (16-bit under bf16/fp16)
+    and lives on ``device`` (default: this rank's GPU, else CPU). A model that is not partitioned is
+    returned as it is.
+    """
+    import torch
+
+    if not _is_zero3(model):
+        return model
+    import deepspeed
+    from transformers.initialization import no_init_weights
+
+    if device is None:
+        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    params = list(model.named_parameters())
+    dtype = params[0][1].dtype if params else torch.float32
+    plain = None
+    if build:
+        with torch.device(device), _default_dtype(dtype), no_init_weights():
+            plain = type(model)(copy.deepcopy(model.config))
+        plain.generation_config = copy.deepcopy(model.generation_config)
+        plain.eval()
+    target = dict(plain.named_parameters()) if plain is not None else {}
+    with torch.no_grad():
+        for name, p in params:
+            with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+                if plain is not None:
+                    target[name].data.copy_(p.data.to(device=device, dtype=target[name].dtype))
+    if plain is not None:
+        plain.tie_weights()
+    return plain
+
+
+def trainer_class(plan: Optional[ZeroPlan]) -> type:
+    """The Trainer class for ``plan``: ``Seq2SeqTrainer``, or under ZeRO-3 a subclass whose evaluation
+    generates with a consolidated 16-bit copy of the weights (:func:`plain_copy`, rebuilt at each
+    evaluation and freed after). Generating with ZeRO-3's partitioned model would gather every layer
+    at every generated token (and need ``synced_gpus`` across ranks); the copy generates at full speed
+    and needs no synchronisation, at the cost of one model copy in GPU memory during evaluation."""
+    from transformers import Seq2SeqTrainer
+
+    if plan is None or plan.stage != 3:
+        return Seq2SeqTrainer
+
+    class ZeRO3Seq2SeqTrainer(Seq2SeqTrainer):
+        """Seq2SeqTrainer whose evaluation and prediction generate with a consolidated copy of the weights."""
+
+        _eval_copy = None
+
+        @contextlib.contextmanager
+        def _consolidated(self, gen_kwargs: dict) -> Iterator[None]:
+            import torch
+
+            self._eval_copy = plain_copy(self.model)
+            gen_kwargs.setdefault("synced_gpus", False)  # the copy needs no collective calls while generating
+            try:
+                yield
+            finally:
+                self._eval_copy = None
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **gen_kwargs):
+            with self._consolidated(gen_kwargs):
+                return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
+
+        def predict(self, test_dataset, ignore_keys=None, metric_key_prefix="test", **gen_kwargs):
+            with self._consolidated(gen_kwargs):
+                return super().predict(test_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+            plain = self._eval_copy
+            if plain is None:
+                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys, **gen_kwargs)
+            real = self.model
+            self.model = plain  # Seq2SeqTrainer.prediction_step generates with self.model
+            try:
+                return super().prediction_step(plain, inputs, prediction_loss_only, ignore_keys, **gen_kwargs)
+            finally:
+                self.model = real
+
+    return ZeRO3Seq2SeqTrainer
+
+
+def consolidated_model(trainer: Any) -> Any:
+    """The trained model as a plain module after ``trainer.train()``.
+
+    Without ZeRO-3 that is ``trainer.model``. Under ZeRO-3 (collective: every rank calls it) rank 0
+    gets a plain copy (:func:`plain_copy`, built on CPU, moved to the GPU after DeepSpeed's engine and
+    optimizer states are freed) and the other ranks get None; the global DeepSpeed config is unset so
+    that later ``from_pretrained`` calls load whole models again.
+    """
+    import torch
+
+    model = trainer.model
+    if not _is_zero3(model):
+        return model
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    main = is_main_process()
+    plain = plain_copy(model, device=torch.device("cpu"), build=main)
+    try:
+        trainer.accelerator.free_memory()
+    except Exception as e:  # pragma: no cover - best effort
+        log.warning("could not free DeepSpeed's memory: %s", e)
+    for attr in ("model_wrapped", "deepspeed", "optimizer", "lr_scheduler"):
+        if hasattr(trainer, attr):
+            setattr(trainer, attr, None)
+    unset_hf_deepspeed_config()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        if plain is not None:
+            plain = plain.to(torch.device("cuda", torch.cuda.current_device()))
+    trainer.model = plain if plain is not None else model
+    return plain
+
+
+def run_other_rank(config: Any, prepared: Any, progress: bool = False) -> None:
+    """What a rank other than 0 does in a multi-GPU run of :func:`adaptmllm.pipeline.run`: load the same
+    model, train alongside rank 0 (same data, same Trainer calls: the collectives must match), take
+    part in the consolidation, then return None. Rank 0 scores, saves and writes the run folder.
+
+    Raises:
+        ConfigError: the model is the tiny model trained from scratch (its vocabulary is trained per
+            run, so ranks could disagree); multi-GPU runs need a pretrained model.
+    """
+    from .model import prepare_model
+    from .train import fine_tune
+
+    if config.model.name_or_path == "tiny" and config.data.train is not None:
+        raise ConfigError("model.name_or_path: multi-GPU runs need a pretrained model (e.g. facebook/nllb-200-3.3B); "
+                          "the tiny model trained from scratch is a single-process CPU demo")
+    import tempfile
+
+    bundle = prepare_model(config, prepared.train.src + prepared.train.tgt,
+                           tokenizer_dir=tempfile.mkdtemp(prefix="adaptmllm-rank-"), progress=False)
+    trainer, _ = fine_tune(bundle.model, bundle.tokenizer, config.train, prepared.train.src, prepared.train.tgt,
+                           prepared.dev.src, prepared.dev.tgt, config.run_dir / "checkpoints", config.data.tgt_lang,
+                           config.model.max_source_length, config.model.max_target_length, progress=False)
+    consolidated_model(trainer)
+    return None
+
