@@ -790,6 +790,18 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
         raise ConfigError(f"{prefix or 'config'}: {e}") from e
 
 
+def diff_dicts(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted fields whose values differ between two nested dicts, as ``"train.seed (1 -> 2)"``."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += diff_dicts(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k} ({va!r} -> {vb!r})")
+    return out
+
+
 def config_from_dict(data: dict) -> Config:
     """Build a :class:`Config` from a (nested) dict such as a parsed YAML file.
 

@@ -53,6 +53,7 @@ from transformers import TrainerCallback
 
 from .config import (HPO_DIMENSIONS, Config, ConfigError, config_from_dict, config_to_dict, load_config,
                      save_config)
+from .config import diff_dicts as _diff
 from .io import atomic_write_json, atomic_write_text
 
 __all__ = ["HPOError", "NoCompletedTrialError", "StudyResult", "suggest", "PruningCallback", "run_study",
@@ -355,17 +356,6 @@ def _comparable(config: Config) -> dict:
     for key in _RUNTIME_KEYS["train"]:
         out["train"].pop(key, None)
     return json.loads(json.dumps(out, default=str))
-
-
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.append(f"{prefix}{k} ({va!r} -> {vb!r})")
-    return out
 
 
 def _make_sampler(config: Config, n_existing: int) -> Any:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .config import Config, ConfigError, config_from_dict, config_to_dict, save_config
+from .config import diff_dicts as _diff
 from .io import atomic_write_json
 
 __all__ = ["RunResult", "RunFolderError", "run", "score_model", "prepare_run_dir"]
@@ -89,17 +90,6 @@ def prepare_run_dir(config: Config) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     return run_dir
-
-
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.append(f"{prefix}{k} ({va!r} -> {vb!r})")
-    return out
 
 
 def _log_to_file(path: Path) -> logging.Handler:

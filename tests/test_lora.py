@@ -14,6 +14,17 @@ from conftest import tiny_dict
 pytest.importorskip("peft")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The tiny models here train faster on one thread (and leave the other core to the rest)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_lora_trains_and_merges_into_a_checkpoint_with_the_same_outputs(tiny_cfg, tmp_path):
     import torch
     from transformers import AutoModelForSeq2SeqLM, Seq2SeqTrainer
