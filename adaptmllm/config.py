@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -18,6 +19,7 @@ from typing import Any, Optional
 __all__ = [
     "ConfigError",
     "DataConfig",
+    "direction_name",
     "TinyModelConfig",
     "ModelConfig",
     "LoraConfig",
@@ -40,6 +42,9 @@ __all__ = [
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 METRICS = ("chrf", "bleu", "ter")
 DATA_FORMATS = ("auto", "text", "tsv", "csv", "jsonl", "hf")
+TOO_LONG = ("truncate", "reject")
+ENGINES = ("transformers", "ctranslate2")
+CT2_QUANTIZATIONS = ("float32", "float16", "bfloat16", "int8", "int8_float16", "int8_bfloat16")
 
 
 class ConfigError(ValueError):
@@ -49,6 +54,95 @@ class ConfigError(ValueError):
 def _check(cond: bool, name: str, msg: str) -> None:
     if not cond:
         raise ConfigError(f"{name}: {msg}")
+
+
+SAMPLINGS = ("proportional", "temperature")
+DIRECTION_KEYS = ("src_lang", "tgt_lang", "train", "dev", "test", "src_suffix", "tgt_suffix", "src_column",
+                  "tgt_column")
+_CODE_RE = r"^[a-z]{3}_[A-Z][a-z]{3}$"
+
+
+def direction_name(d: dict) -> str:
+    """``"eng_Latn->gle_Latn"`` for a direction mapping with ``src_lang`` and ``tgt_lang``."""
+    return f"{d['src_lang']}->{d['tgt_lang']}"
+
+
+def _new_languages(entries: Any) -> list[dict]:
+    """``data.new_languages`` as a list of ``{code, init_from}``; raises ConfigError naming the entry."""
+    import re
+
+    from .languages import LANGUAGES
+
+    _check(isinstance(entries, list), "data.new_languages", "must be a list of mappings {code, init_from}")
+    out, seen = [], set()
+    for i, e in enumerate(entries):
+        name = f"data.new_languages[{i}]"
+        if isinstance(e, str):
+            e = {"code": e}
+        _check(isinstance(e, dict), name, "must be a mapping such as {code: xyz_Latn, init_from: gle_Latn}")
+        unknown = [k for k in e if k not in ("code", "init_from")]
+        _check(not unknown, f"{name}.{unknown[0] if unknown else ''}", "unknown key; give code and init_from")
+        code, init = e.get("code"), e.get("init_from") or None
+        _check(isinstance(code, str) and re.match(_CODE_RE, code or "") is not None, f"{name}.code",
+               f"{code!r} is not a FLORES-style code: three lower-case letters, '_', a script such as Latn (xyz_Latn)")
+        _check(code not in LANGUAGES, f"{name}.code", f"{code} is already a known language; remove it from "
+               "data.new_languages")
+        _check(code not in seen, f"{name}.code", f"{code} is listed twice")
+        seen.add(code)
+        _check(init is None or init in LANGUAGES or init in seen - {code}, f"{name}.init_from",
+               f"{init!r} is not a known language code; give a related language such as gle_Latn, or leave it "
+               "empty for the mean of the language codes")
+        out.append({"code": code, "init_from": init})
+    return out
+
+
+def _direction(entry: Any, name: str, data: "DataConfig", added: set, need_train: bool = False) -> dict:
+    """One ``data.directions`` (or ``data.replay``) entry as a full mapping of :data:`DIRECTION_KEYS`.
+
+    A string ``a->b`` takes data.train/dev/test; when it is data's pair reversed, the suffix and
+    column settings are swapped so the same corpus is read the other way round.
+    """
+    from .languages import LANGUAGES
+
+    if isinstance(entry, str):
+        parts = [p.strip() for p in entry.split("->")]
+        _check(len(parts) == 2 and all(parts), name, f"{entry!r} is not a direction; write it as eng_Latn->gle_Latn")
+        src, tgt = parts
+        d = {"src_lang": src, "tgt_lang": tgt, "train": data.train, "dev": data.dev, "test": data.test}
+        same = (src, tgt) == (data.src_lang, data.tgt_lang)
+        flip = (src, tgt) == (data.tgt_lang, data.src_lang)
+        sides = ("src", "tgt") if not flip else ("tgt", "src")
+        for mine, theirs in zip(("src", "tgt"), sides):
+            for kind in ("suffix", "column"):
+                d[f"{mine}_{kind}"] = getattr(data, f"{theirs}_{kind}") if (same or flip) else None
+    elif isinstance(entry, dict):
+        unknown = [k for k in entry if k not in DIRECTION_KEYS]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], DIRECTION_KEYS, n=2)
+            raise ConfigError(f"{name}.{unknown[0]}: unknown key" + (f"; did you mean {', '.join(close)}?" if close
+                              else f"; known keys: {', '.join(DIRECTION_KEYS)}"))
+        d = {k: entry.get(k) for k in DIRECTION_KEYS}
+    else:
+        raise ConfigError(f"{name}: expected a string such as eng_Latn->gle_Latn or a mapping {{src_lang, tgt_lang, "
+                          f"train, ...}}, got {type(entry).__name__}")
+    for side in ("src_lang", "tgt_lang"):
+        code = d.get(side)
+        if code in added:
+            continue
+        if not isinstance(code, str) or code not in LANGUAGES:
+            from .languages import LanguageError, check_code
+
+            try:
+                check_code(code, f"{name}.{side}")
+            except LanguageError as e:
+                raise ConfigError(f"{e}; a language the model does not know goes under data.new_languages "
+                                  "({code: xyz_Latn, init_from: <related code>})") from None
+    _check(d["src_lang"] != d["tgt_lang"], name, f"source and target are both {d['src_lang']}")
+    for k in ("train", "dev", "test"):
+        if d[k] is not None and not str(d[k]).strip():
+            d[k] = None
+    _check(not need_train or bool(d["train"]), f"{name}.train", "give a corpus (or demo)")
+    return d
 
 
 @dataclass
@@ -81,6 +175,9 @@ class DataConfig:
     """Cleaning: drop pairs with a side longer than this many characters."""
     max_length_ratio: float = 3.0
     """Cleaning: drop pairs whose longer side has more than this many times the characters of the shorter."""
+    too_long: str = "truncate"
+    """Segments longer than model.max_source_length / max_target_length tokens: truncate (counted per split in
+    data/data_report.json and the report) or reject (stop before training, naming the first such line)."""
     drop_duplicates: bool = True
     """Cleaning: drop repeated (source, target) pairs."""
     drop_identical: bool = True
@@ -95,17 +192,55 @@ class DataConfig:
     """Size of the embedded demo's in-domain training corpus (pairs)."""
     seed: int = 13
     """Seed of the deterministic dev/test split and of the demo corpus."""
+    directions: list = field(default_factory=list)
+    """Several translation directions in one model. Each entry is a string ``eng_Latn->gle_Latn`` (uses
+    data.train/dev/test; ``gle_Latn->eng_Latn`` reads that same corpus the other way round) or a mapping
+    {src_lang, tgt_lang, train, dev, test, src_suffix, tgt_suffix, src_column, tgt_column}. Empty: the one
+    direction src_lang -> tgt_lang."""
+    sampling: str = "proportional"
+    """How training pairs are drawn across directions: proportional (each direction's pairs as they are) or
+    temperature (direction i gets a share proportional to n_i^(1/temperature), small directions upsampled)."""
+    temperature: float = 5.0
+    """Sampling temperature across directions (sampling=temperature): 1 is proportional, larger evens them out."""
+    new_languages: list = field(default_factory=list)
+    """Language codes the model does not know, each a mapping {code: xyz_Latn, init_from: gle_Latn} (init_from
+    empty: the mean of the known language codes' embeddings). Added as special tokens; the embeddings are resized."""
+    extend_vocab: int = 0
+    """Learn up to this many SentencePiece pieces on the training corpus and add those the tokenizer lacks
+    (each new embedding: the mean of its old segmentation's). 0: off."""
+    replay: list = field(default_factory=list)
+    """General-domain pairs mixed into training against forgetting: mappings {src_lang, tgt_lang, train} (any
+    directions; train: a corpus, or ``demo`` for the demo's general-domain pairs English -> demo language)."""
+    replay_ratio: float = 0.2
+    """Replay pairs drawn (with replacement where needed) per in-domain training pair, when replay is given."""
 
     def __post_init__(self) -> None:
         from .languages import check_code  # light module
 
-        check_code(self.src_lang, "data.src_lang")
-        check_code(self.tgt_lang, "data.tgt_lang")
+        self.new_languages = _new_languages(self.new_languages)
+        added = {n["code"] for n in self.new_languages}
+        if self.src_lang not in added:
+            check_code(self.src_lang, "data.src_lang")
+        if self.tgt_lang not in added:
+            check_code(self.tgt_lang, "data.tgt_lang")
+        self.directions = [_direction(e, f"data.directions[{i}]", self, added) for i, e in enumerate(self.directions)]
+        names = [direction_name(d) for d in self.directions]
+        dup = [n for n in names if names.count(n) > 1]
+        _check(not dup, "data.directions", f"{dup[0] if dup else ''} is listed twice; give each direction once")
+        _check(self.sampling in SAMPLINGS, "data.sampling", f"{self.sampling!r} is not one of {SAMPLINGS}")
+        _check(self.temperature >= 1.0, "data.temperature", "must be >= 1 (1: proportional; 5 is usual)")
+        _check(isinstance(self.extend_vocab, int) and self.extend_vocab >= 0, "data.extend_vocab",
+               "must be a whole number >= 0 (0: off)")
+        _check(isinstance(self.replay, list), "data.replay", "must be a list of mappings {src_lang, tgt_lang, train}")
+        self.replay = [_direction(e, f"data.replay[{i}]", self, added, need_train=True)
+                       for i, e in enumerate(self.replay)]
+        _check(0.0 < self.replay_ratio <= 10.0, "data.replay_ratio", "must be in (0, 10], e.g. 0.2")
         _check(self.src_lang != self.tgt_lang, "data.tgt_lang",
                f"source and target are both {self.src_lang}; pick two different languages")
         _check(self.format in DATA_FORMATS, "data.format", f"{self.format!r} is not one of {DATA_FORMATS}")
         _check(self.max_chars > 0, "data.max_chars", "must be > 0")
         _check(self.max_length_ratio >= 1.0, "data.max_length_ratio", "must be >= 1.0")
+        _check(self.too_long in TOO_LONG, "data.too_long", f"{self.too_long!r} is not one of {TOO_LONG}")
         _check(self.dev_size >= 1, "data.dev_size", "must be >= 1")
         _check(self.test_size >= 1, "data.test_size", "must be >= 1")
         _check(self.max_train_pairs >= 0, "data.max_train_pairs", "must be >= 0 (0 means all)")
@@ -321,10 +456,19 @@ class TrainConfig:
     """Log the training loss every this many steps."""
     max_steps: int = -1
     """Stop after this many optimizer steps (-1: use ``num_train_epochs``)."""
+    select_direction: Optional[str] = None
+    """With several data.directions: the direction whose dev score picks the best checkpoint
+    (eng_Latn->gle_Latn). Empty: the macro average over the directions."""
     seed: int = 42
     """Seed of model initialisation, data order and dropout."""
     resume: bool = False
     """Resume from the last checkpoint in the run folder (after a crash or kill)."""
+    save_steps: int = 0
+    """Also save a checkpoint every this many optimizer steps (0: only at each evaluation), so that a run
+    killed mid-epoch resumes close to where it stopped. Old checkpoints still go by save_total_limit."""
+    auto_batch: bool = False
+    """On a GPU out-of-memory error, retry with half the per-device batch and twice the gradient
+    accumulation (the same effective batch), down to batch 1; each retry is recorded in metrics.json."""
     report_to: str = "none"
     """Experiment tracking through the Trainer: none, tensorboard or mlflow."""
     gradient_checkpointing: Optional[bool] = None
@@ -341,6 +485,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.deepspeed, dict):
             self.deepspeed = _build(DeepSpeedConfig, self.deepspeed, "train.deepspeed")
+        if self.select_direction is not None and not str(self.select_direction).strip():
+            self.select_direction = None
+        _check(self.select_direction is None or "->" in str(self.select_direction), "train.select_direction",
+               f"{self.select_direction!r} is not a direction such as eng_Latn->gle_Latn (empty: macro average)")
         _check(self.optim in OPTIMIZERS, "train.optim", f"{self.optim!r} is not one of {OPTIMIZERS}")
         _check(self.learning_rate > 0, "train.learning_rate", "must be > 0, e.g. 5e-5")
         _check(self.learning_rate < 1, "train.learning_rate", f"{self.learning_rate} is far too large; try 1e-5 to 1e-3")
@@ -359,6 +507,7 @@ class TrainConfig:
         _check(self.eval_max_pairs >= 0, "train.eval_max_pairs", "must be >= 0 (0 means all)")
         _check(self.save_total_limit >= 1, "train.save_total_limit", "must be >= 1")
         _check(self.logging_steps >= 1, "train.logging_steps", "must be >= 1")
+        _check(self.save_steps >= 0, "train.save_steps", "must be >= 0 (0: save only at each evaluation)")
         _check(self.report_to in ("none", "tensorboard", "mlflow"), "train.report_to",
                f"{self.report_to!r} is not one of none, tensorboard, mlflow")
 
@@ -387,6 +536,10 @@ class EvalConfig:
     demo's held-out general-domain pairs. Empty: no forgetting check."""
     forgetting_threshold: float = 1.0
     """Flag forgetting (in red) when general-domain chrF++ falls by more than this many points."""
+    forgetting_tests: list = field(default_factory=list)
+    """Held-out test sets of directions NOT trained, scored for baseline and fine-tuned model (forgetting
+    check per direction): mappings {src_lang, tgt_lang, test} (test: a corpus, or ``demo`` for the demo's
+    general-domain pairs English -> demo language). A chrF++ drop over forgetting_threshold is flagged."""
     score_checkpoints: bool = False
     """Also score each remaining checkpoint (checkpoints/checkpoint-*) on the dev set and the general test
     set, to pick the trade-off per epoch (slower; raise train.save_total_limit to keep more checkpoints)."""
@@ -396,6 +549,24 @@ class EvalConfig:
     """Local path of the FLORES-200 SentencePiece model: adds spBLEU (never downloaded). Empty: no spBLEU."""
     comet_model: Optional[str] = None
     """Local path of a COMET checkpoint (needs pip install 'adaptmllm[comet]'): adds COMET. Empty: no COMET."""
+    length_penalty: float = 1.0
+    """Beam search length penalty: score = log-probability / length ** length_penalty (above 1 favours
+    longer translations; no effect with num_beams 1)."""
+    no_repeat_ngram_size: int = 0
+    """Forbid repeating any n-gram of this size within a translation (0: off; 3 or 4 curbs loops)."""
+    max_batch_tokens: int = 4096
+    """Token budget of one generation batch: segments x longest source in tokens (padded). Segments are
+    sorted by length and batched up to this budget and eval.batch_size; lower it if the GPU runs out of memory."""
+    split_sentences: bool = True
+    """Translate multi-sentence segments (paragraphs, documents) sentence by sentence (pysbd) and join
+    them back, keeping spaces and line breaks: NLLB drops or cuts sentences from long inputs. Sentences
+    longer than model.max_source_length tokens are cut between words, never silently truncated."""
+    engine: str = "transformers"
+    """Generation engine for scoring: transformers (PyTorch), or ctranslate2 (the model is converted with
+    CTranslate2 at eval.ct2_quantization first; faster on CPU; needs pip install ctranslate2)."""
+    ct2_quantization: str = "int8"
+    """Weights of the CTranslate2 conversion when eval.engine is ctranslate2: float32, float16, bfloat16,
+    int8, int8_float16 or int8_bfloat16 (int8: about 4x smaller and faster on CPU, within ~1 chrF++)."""
 
     def __post_init__(self) -> None:
         _check(self.num_beams >= 1, "eval.num_beams", "must be >= 1")
@@ -407,6 +578,21 @@ class EvalConfig:
         _check(0 < self.significance_level < 1, "eval.significance_level", "must be in (0, 1), e.g. 0.05")
         _check(self.forgetting_threshold >= 0, "eval.forgetting_threshold", "must be >= 0 (chrF++ points)")
         _check(self.error_analysis_n >= 1, "eval.error_analysis_n", "must be >= 1")
+        _check(self.length_penalty > 0, "eval.length_penalty", "must be > 0 (1.0: no preference)")
+        _check(self.no_repeat_ngram_size >= 0, "eval.no_repeat_ngram_size", "must be >= 0 (0: off)")
+        _check(self.max_batch_tokens >= 1, "eval.max_batch_tokens", "must be >= 1, e.g. 4096")
+        _check(self.engine in ENGINES, "eval.engine", f"{self.engine!r} is not one of {ENGINES}")
+        _check(self.ct2_quantization in CT2_QUANTIZATIONS, "eval.ct2_quantization",
+               f"{self.ct2_quantization!r} is not one of {CT2_QUANTIZATIONS}")
+        _check(isinstance(self.forgetting_tests, list), "eval.forgetting_tests",
+               "must be a list of mappings {src_lang, tgt_lang, test}")
+        for i, e in enumerate(self.forgetting_tests):
+            name = f"eval.forgetting_tests[{i}]"
+            _check(isinstance(e, dict), name, "must be a mapping {src_lang, tgt_lang, test}")
+            bad = [k for k in e if k not in DIRECTION_KEYS]
+            _check(not bad, f"{name}.{bad[0] if bad else ''}", f"unknown key; known keys: {', '.join(DIRECTION_KEYS)}")
+            _check(bool(e.get("test")) and bool(e.get("src_lang")) and bool(e.get("tgt_lang")), name,
+                   "needs src_lang, tgt_lang and test")
         for name in ("general_test", "spm_model", "comet_model"):
             if getattr(self, name) is not None and not str(getattr(self, name)).strip():
                 setattr(self, name, None)
@@ -462,6 +648,14 @@ class ServeConfig:
     """Requests that may wait in the queue; beyond that, users are told the server is busy."""
     max_batch_segments: int = 32
     """Most segments translated in one model batch (requests of several users are batched together)."""
+    max_batch_tokens: int = 4096
+    """Token budget of one model batch: segments x longest source in tokens (padded)."""
+    split_sentences: bool = True
+    """Translate a line holding several sentences sentence by sentence (pysbd) and join them back."""
+    length_penalty: float = 1.0
+    """Beam search length penalty (above 1 favours longer translations)."""
+    no_repeat_ngram_size: int = 0
+    """Forbid repeating any n-gram of this size within a translation (0: off)."""
     batch_wait_ms: float = 5.0
     """Milliseconds the batcher waits for more requests to fill a batch."""
     request_timeout_s: float = 600.0
@@ -486,8 +680,11 @@ class ServeConfig:
         _check(bool(self.host), "serve.host", "give an address such as 127.0.0.1")
         _check(self.port is None or 0 < self.port < 65536, "serve.port", "must be in 1..65535 (or empty)")
         for name in ("num_beams", "max_new_tokens", "max_beams", "max_new_tokens_limit", "max_input_chars",
-                     "max_file_lines", "max_upload_bytes", "concurrency_limit", "queue_size", "max_batch_segments"):
+                     "max_file_lines", "max_upload_bytes", "concurrency_limit", "queue_size", "max_batch_segments",
+                     "max_batch_tokens"):
             _check(getattr(self, name) >= 1, f"serve.{name}", "must be >= 1")
+        _check(self.length_penalty > 0, "serve.length_penalty", "must be > 0 (1.0: no preference)")
+        _check(self.no_repeat_ngram_size >= 0, "serve.no_repeat_ngram_size", "must be >= 0 (0: off)")
         _check(self.num_beams <= self.max_beams, "serve.num_beams", f"must be <= serve.max_beams ({self.max_beams})")
         _check(self.max_new_tokens <= self.max_new_tokens_limit, "serve.max_new_tokens",
                f"must be <= serve.max_new_tokens_limit ({self.max_new_tokens_limit})")
@@ -673,8 +870,9 @@ class HPOConfig:
     pruner_warmup_epochs: int = 1
     """Epochs every trial trains before it may be pruned (Hyperband: its minimum resource)."""
     storage: Optional[str] = None
-    """Optuna storage URL shared by all workers, e.g. postgresql://user:password@host/db (needs
-    psycopg2-binary) or sqlite:////abs/path/study.db. Empty: sqlite in <run folder>/hpo/study.db."""
+    """Optuna storage URL shared by all workers, e.g. postgresql://user@host/db (needs psycopg2-binary; the
+    password goes in PGPASSWORD or ~/.pgpass, never in the URL, which is saved in config.yaml) or
+    sqlite:////abs/path/study.db. Empty: sqlite in <run folder>/hpo/study.db."""
     study_name: Optional[str] = None
     """Name of the study in the storage. Empty: the run name."""
     heartbeat_interval: int = 60
@@ -705,6 +903,7 @@ class HPOConfig:
         _check(self.pruner in HPO_PRUNERS, "hpo.pruner", f"{self.pruner!r} is not one of {HPO_PRUNERS}")
         _check(self.pruner_startup_trials >= 0, "hpo.pruner_startup_trials", "must be >= 0")
         _check(self.pruner_warmup_epochs >= 0, "hpo.pruner_warmup_epochs", "must be >= 0")
+        _check_no_secret("hpo.storage", "storage", self.storage)
         if self.storage is not None and not str(self.storage).strip():
             self.storage = None
         _check(self.storage is None or "://" in self.storage, "hpo.storage",
@@ -775,6 +974,7 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         name = f"{prefix}.{key}" if prefix else key
+        _check_no_secret(name, key, value)
         if key not in known:
             close = difflib.get_close_matches(key, list(known), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else f"; known fields: {', '.join(known)}"
@@ -788,6 +988,32 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
         return cls(**kwargs)
     except TypeError as e:  # pragma: no cover - defensive
         raise ConfigError(f"{prefix or 'config'}: {e}") from e
+
+
+_SECRET_KEY = re.compile(r"(^|_)(token|secret|password|passwd|api_?key|auth)($|_)", re.IGNORECASE)
+_HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{20,}")
+_SECRET_FIX = ("a config file is saved in every run folder, so it never holds secrets: set the Hugging Face token "
+               "as the HF_TOKEN environment variable, or on Colab as the secret HF_TOKEN (key icon in the left bar)")
+
+
+def _check_no_secret(name: str, key: Any, value: Any) -> None:
+    """Refuse secrets in a config (they would be saved in config.yaml): a key named like a token or
+    password, a value that looks like a Hugging Face token (``hf_...``), or a password inside
+    ``hpo.storage``. The message never repeats the value.
+
+    Raises:
+        ConfigError: naming the field and where the secret belongs instead.
+    """
+    if isinstance(key, str) and _SECRET_KEY.search(key):
+        raise ConfigError(f"{name}: looks like a secret; {_SECRET_FIX}")
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for v in values:
+        if isinstance(v, str) and _HF_TOKEN.search(v):
+            raise ConfigError(f"{name}: holds what looks like a Hugging Face token (hf_...); {_SECRET_FIX}")
+    if name == "hpo.storage" and isinstance(value, str) and re.match(r"^[\w+]+://[^/@:]*:[^/@]+@", value):
+        raise ConfigError("hpo.storage: the URL holds a password, which would be saved in config.yaml; drop it "
+                          "from the URL (postgresql://user@host/db) and give it through PGPASSWORD or ~/.pgpass "
+                          "(PostgreSQL), or a MySQL option file (?read_default_file=~/.my.cnf)")
 
 
 def diff_dicts(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -850,12 +1076,16 @@ def save_config(config: Config, path: str | os.PathLike) -> Path:
 
 CHOICES: dict[str, tuple] = {
     "data.format": DATA_FORMATS,
+    "data.too_long": TOO_LONG,
+    "data.sampling": SAMPLINGS,
     "train.precision": PRECISIONS,
     "train.metric_for_best_model": METRICS,
     "train.report_to": ("none", "tensorboard", "mlflow"),
     "train.optim": OPTIMIZERS,
     "train.deepspeed.stage": ZERO_STAGES,
     "serve.mqm_preset": MQM_PRESET_NAMES,
+    "eval.engine": ENGINES,
+    "eval.ct2_quantization": CT2_QUANTIZATIONS,
     "hpo.sampler": HPO_SAMPLERS,
     "hpo.pruner": HPO_PRUNERS,
     "hpo.best_model": HPO_BEST_MODEL,

@@ -153,6 +153,10 @@ def run(config: Config | dict, progress: bool = True, callbacks: Sequence[Any] =
         config = config_from_dict(config)
     if not isinstance(config, Config):
         raise ConfigError(f"config: expected adaptmllm.Config or a dict, got {type(config).__name__}")
+    if config.data.directions:  # several directions in one model (adaptmllm.multilingual)
+        from .multilingual import run_multilingual
+
+        return run_multilingual(config, progress, callbacks)
     from .data import prepare_data, save_splits
     from .green import GreenTracker
     from .model import prepare_model

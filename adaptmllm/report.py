@@ -324,7 +324,49 @@ def _green_md(green: Optional[dict]) -> list[str]:
     return out + [f"- {note}" for note in green.get("notes") or []]
 
 
+def _coverage_md(cov: dict) -> list[str]:
+    """Tokenizer coverage per language (unknown-token rate, characters it cannot represent)."""
+    out = ["", "### Tokenizer coverage", "", "| Language | Stage | Tokens | Unknown tokens | Unknown-token rate | "
+           "Characters it cannot represent |", "|---|---|---:|---:|---:|---|"]
+    for stage in ("before", "after"):
+        for lang, c in (cov.get(stage) or {}).items():
+            chars = ", ".join(f"`{u['char']}` {u['codepoint']} ×{u['count']}" for u in c["unknown_chars"][:10])
+            more = c.get("n_unknown_chars", 0) - min(10, len(c["unknown_chars"]))
+            chars += f" (+{more} more)" if more > 0 else ""
+            label = "as loaded" if stage == "before" else "after vocabulary extension"
+            out.append(f"| `{lang}` | {label} | {c['tokens']} | {c['unk_tokens']} | {100 * c['unk_rate']:.2f}% | "
+                       f"{chars or 'none'} |")
+    ext = cov.get("extension")
+    if ext:
+        out += ["", f"Vocabulary extension (data.extend_vocab={ext['requested']}): {ext['added']} pieces added "
+                    f"(of {ext['learned']} learned on the training corpus), each embedding initialised as the mean "
+                    "of its old segmentation's."]
+    new = cov.get("new_languages")
+    if new:
+        out += ["", "New language codes (data.new_languages): " + ", ".join(f"`{c}` (id {i})" for c, i in new.items())]
+    return out
+
+
 def _data_md(data_report: Optional[dict]) -> list[str]:
+    if data_report and "directions" in data_report:  # a multilingual run: one table per direction
+        out = []
+        for name, rep in data_report["directions"].items():
+            out += ["", f"### `{name}`", ""] + _data_md(rep)
+        samp = data_report.get("sampling") or {}
+        rows = [f"| `{n}` | {p['available']} | {p['drawn']} | "
+                f"{(data_report.get('overlap_across_directions') or {}).get(n, 0)} |"
+                for n, p in (samp.get("pairs") or {}).items()]
+        t = f", temperature {samp['temperature']:g}" if samp.get("temperature") else ""
+        out += ["", f"### Mixture ({samp.get('method', 'proportional')} sampling{t})", "",
+                "| Direction | Training pairs | Drawn per epoch | Dropped: in another direction's dev/test |",
+                "|---|---:|---:|---:|"] + rows
+        replay = data_report.get("replay")
+        if replay:
+            out += ["", f"Replay (ratio {replay['ratio']:g}): " + ", ".join(
+                f"`{n}` {r['drawn']} pairs from `{r['source']}`" for n, r in replay["entries"].items())]
+        if data_report.get("tokenizer"):
+            out += _coverage_md(data_report["tokenizer"])
+        return out[1:]
     splits = (data_report or {}).get("splits", data_report or {})
     splits = {k: v for k, v in splits.items() if isinstance(v, dict) and ("kept" in v or "total" in v)}
     if not splits:
@@ -339,6 +381,8 @@ def _data_md(data_report: Optional[dict]) -> list[str]:
         cells = [name, f"`{s.get('source', 'n/a')}`", s.get("total", "n/a"), s.get("kept", "n/a")]
         cells += [s.get("split_off", 0)] if split_off else []
         out.append("| " + " | ".join(str(c) for c in cells + [dropped.get(r, 0) for r in rules]) + " |")
+    if (data_report or {}).get("tokenizer"):
+        out += _coverage_md(data_report["tokenizer"])
     return out
 
 
@@ -357,8 +401,10 @@ def write_report(run_dir: str | os.PathLike, config: Any, metrics: dict,
     cfg, m = _config_dict(config), build_metrics(metrics)
     data, model = cfg.get("data") or {}, cfg.get("model") or {}
     src, tgt = data.get("src_lang", "?"), data.get("tgt_lang", "?")
-    lines = [f"# adaptmllm run `{cfg.get('name', run_dir.name)}`: "
-             f"{_language_name(src)} (`{src}`) → {_language_name(tgt)} (`{tgt}`)", "",
+    pair = f"{_language_name(src)} (`{src}`) → {_language_name(tgt)} (`{tgt}`)"
+    if data.get("directions"):
+        pair = ", ".join(f"`{d['src_lang']}` → `{d['tgt_lang']}`" for d in data["directions"])
+    lines = [f"# adaptmllm run `{cfg.get('name', run_dir.name)}`: {pair}", "",
              f"**{verdict(m)}**", "", "## Test scores", ""]
     lines += _scores_md(m, model.get("name_or_path", ""))
     if m.get("best_checkpoint"):

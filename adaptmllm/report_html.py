@@ -206,12 +206,71 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _direction_blocks(m: dict) -> list:
+    """Per-direction test scores with paired-bootstrap p-values and the macro average (multilingual runs)."""
+    dirs = m.get("directions")
+    if not dirs:
+        return []
+    from .report import format_p
+
+    rows = []
+    for name, d in dirs.items():
+        b, f, sig = d.get("baseline"), d["finetuned"], ((d.get("significance") or {}).get("metrics") or {})
+        for label, s in (("baseline", b), ("fine-tuned", f)):
+            rows.append([f"`{name}` {label}"] + ([_n(s[k]) for k in ("bleu", "chrf", "ter")] if s else ["not scored"] * 3)
+                        + [str(d.get("n_segments", "n/a")), ""])
+        if d.get("delta"):
+            cls = "good" if d["delta"]["chrf"] > 0 else "bad" if d["delta"]["chrf"] < 0 else ""
+            p = ", ".join(f"{_LABELS.get(k, k)} {format_p(sig[k]['p_value'])}" for k in ("chrf", "bleu") if k in sig)
+            rows.append([f"`{name}` difference"] + [(f"{d['delta'][k]:+.1f}", cls if k == "chrf" else "")
+                                                    for k in ("bleu", "chrf", "ter")] + ["", p])
+    b, f = m.get("baseline"), m.get("finetuned")
+    rows.append(["**macro average** baseline"] + ([_n(b[k]) for k in ("bleu", "chrf", "ter")] if b else
+                                                  ["not scored"] * 3) + ["", ""])
+    rows.append(["**macro average** fine-tuned"] + [_n(f[k]) for k in ("bleu", "chrf", "ter")] + ["", ""])
+    sel = (m.get("dev") or {}).get("selected_by") or "macro average"
+    return [("h2", "Scores per direction"),
+            ("table", ["Direction / system", "BLEU", "chrF++", "TER", "Test segments", "Paired bootstrap p"], rows),
+            ("p", "Each direction is scored on its own test set, generating with the forced BOS token of its target "
+                  f"language; the macro average is the plain mean over the directions. The best checkpoint was "
+                  f"picked by the dev {((m.get('dev') or {}).get('metric') or 'chrf')} of: {sel}. The significance "
+                  "section below (if any) pools the test segments of all directions.")]
+
+
+def _forgetting_direction_blocks(m: dict) -> list:
+    """Untrained directions scored before and after fine-tuning, drops over the threshold flagged."""
+    fd = m.get("forgetting_directions")
+    if not fd:
+        return []
+    rows, flagged = [], []
+    for name, f in fd.items():
+        b, t = f.get("baseline"), f["finetuned"]
+        cls = "bad" if f.get("flagged") else "good" if f.get("flagged") is False else ""
+        rows.append([f"`{name}`", _n(b["chrf"]) if b else "not scored", _n(t["chrf"]),
+                     (f"{-f['drop']:+.1f}" if f.get("drop") is not None else "n/a", cls),
+                     _n(b["bleu"]) if b else "not scored", _n(t["bleu"]),
+                     ("yes" if f.get("flagged") else "no" if f.get("flagged") is False else "n/a", cls),
+                     f"`{f.get('source')}` ({f.get('n_segments')})"])
+        if f.get("flagged"):
+            flagged.append(name)
+    thr = next(iter(fd.values())).get("threshold")
+    out: list = [("h2", "Forgetting check (directions not trained)")]
+    if flagged:
+        out.append(("box", f"Forgetting in {', '.join(flagged)}: chrF++ fell by more than {thr:g} points.", "bad"))
+    else:
+        out.append(("box", f"No forgetting flagged in the untrained directions (threshold: a chrF++ drop of {thr:g}).",
+                    "good"))
+    out.append(("table", ["Direction", "chrF++ baseline", "chrF++ fine-tuned", "Difference", "BLEU baseline",
+                          "BLEU fine-tuned", "Flagged", "Test set (segments)"], rows))
+    return out
+
+
 def evaluation_blocks(m: dict) -> list:
-    """The evaluation sections as blocks (see the module's block format): significance, further
-    metrics, forgetting check, per-epoch checkpoint scores, error analysis and the HPO summary, each
-    only when ``m`` (the ``metrics.json`` dict) holds its data."""
-    return (_sig_blocks(m) + _extra_metric_blocks(m) + _forgetting_blocks(m) + _checkpoint_blocks(m)
-            + _analysis_blocks(m) + _hpo_blocks(m))
+    """The evaluation sections as blocks (see the module's block format): per-direction scores
+    (multilingual runs), significance, further metrics, forgetting checks, per-epoch checkpoint scores,
+    error analysis and the HPO summary, each only when ``m`` (the ``metrics.json`` dict) holds its data."""
+    return (_direction_blocks(m) + _sig_blocks(m) + _extra_metric_blocks(m) + _forgetting_blocks(m)
+            + _forgetting_direction_blocks(m) + _checkpoint_blocks(m) + _analysis_blocks(m) + _hpo_blocks(m))
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -420,6 +479,9 @@ def write_html_report(run_dir: str | os.PathLike, config: Any, metrics: dict, da
     src, tgt = data.get("src_lang", "?"), data.get("tgt_lang", "?")
     title = (f"adaptmllm run {cfg.get('name', run_dir.name)}: {_language_name(src)} ({src}) → "
              f"{_language_name(tgt)} ({tgt})")
+    if data.get("directions"):
+        title = f"adaptmllm run {cfg.get('name', run_dir.name)}: " + ", ".join(
+            f"{d['src_lang']} → {d['tgt_lang']}" for d in data["directions"])
     box = {"improved": "improved", "worse": "worse"}.get(v["outcome"], "unchanged")
     parts = [f"<h1>{html.escape(title)}</h1>",
              f'<p class="meta">Model: <code>{html.escape(str(model.get("name_or_path", "?")))}</code> · '

@@ -17,7 +17,8 @@ from typing import Any, Optional, Sequence
 from .config import TrainConfig
 
 __all__ = ["TrainResult", "tokenize_pairs", "training_args", "fine_tune", "resolve_precision", "resolve_optim",
-           "tf32_supported", "last_checkpoint", "make_collator"]
+           "tf32_supported", "last_checkpoint", "make_collator",
+           "tokenize_directions"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,10 @@ class TrainResult:
         train_runtime_s: seconds spent in ``trainer.train`` (this process).
         resumed_from: checkpoint folder the run resumed from, if any.
         memory_plan: the memory plan used (:meth:`adaptmllm.deepspeed.ZeroPlan.to_dict`).
+        auto_batch: out-of-memory retries of ``train.auto_batch``, in order (dicts with the batch
+            settings that ran out of memory, ``at_step``, ``in_evaluation``, ``error``, ``resumed_from``).
+        batch: the batch settings training finished with (``per_device_train_batch_size``,
+            ``gradient_accumulation_steps``, ``per_device_eval_batch_size``).
     """
 
     best_checkpoint: Optional[str]
@@ -49,6 +54,8 @@ class TrainResult:
     train_runtime_s: float = 0.0
     resumed_from: Optional[str] = None
     memory_plan: Optional[dict] = None
+    auto_batch: list = field(default_factory=list)
+    batch: dict = field(default_factory=dict)
 
 
 def tokenize_pairs(tokenizer: Any, src: Sequence[str], tgt: Sequence[str], max_source_length: int,
@@ -143,15 +150,16 @@ def training_args(tc: TrainConfig, output_dir: str | os.PathLike, evaluate: bool
 
 
 def last_checkpoint(output_dir: str | os.PathLike) -> Optional[str]:
-    """The newest ``checkpoint-<step>`` folder under ``output_dir`` that holds a trainer state, or None."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete ``checkpoint-<step>`` folder under ``output_dir`` (one that holds a valid
+    trainer state; half-written ones, left by a kill while saving, are skipped), checked for damaged
+    files, or None (see :func:`adaptmllm.resilience.find_resume_checkpoint`).
 
-    if not Path(output_dir).is_dir():
-        return None
-    ckpt = get_last_checkpoint(str(output_dir))
-    if ckpt and not (Path(ckpt) / "trainer_state.json").is_file():
-        return None
-    return ckpt
+    Raises:
+        adaptmllm.resilience.CheckpointError: that checkpoint has a truncated or missing file.
+    """
+    from .resilience import find_resume_checkpoint
+
+    return find_resume_checkpoint(output_dir)
 
 
 def make_collator(tokenizer: Any, model: Any) -> Any:
@@ -199,18 +207,93 @@ def _compute_metrics_fn(tokenizer: Any):
     return compute
 
 
+def tokenize_directions(tokenizer: Any, languages: Sequence[tuple[str, str]], src: Sequence[str],
+                        tgt: Sequence[str], dirs: Sequence[int], max_source_length: int,
+                        max_target_length: int) -> Any:
+    """Like :func:`tokenize_pairs` for pairs of several directions: pair i is tokenized with the
+    language codes ``languages[dirs[i]]`` (``src_lang``, ``tgt_lang``: source prefixed by its code,
+    labels by the target's). Returns one ``datasets.Dataset`` of the N pairs, in their given order."""
+    from datasets import concatenate_datasets
+
+    parts, order = [], []
+    for k, (s_lang, t_lang) in enumerate(languages):
+        idx = [i for i, d in enumerate(dirs) if d == k]
+        if not idx:
+            continue
+        tokenizer.src_lang, tokenizer.tgt_lang = s_lang, t_lang
+        parts.append(tokenize_pairs(tokenizer, [src[i] for i in idx], [tgt[i] for i in idx], max_source_length,
+                                    max_target_length))
+        order += idx
+    ds = concatenate_datasets(parts)
+    inverse = sorted(range(len(order)), key=order.__getitem__)
+    return ds.select(inverse)
+
+
+def _multi_direction_trainer(base: type, dev_sets: dict, select: Optional[str], metric: str) -> type:
+    """A subclass of Trainer class ``base`` whose evaluation scores each direction's dev set with the
+    forced BOS token of its target (``dev_sets``: name -> (dataset, forced BOS id)) and reports
+    ``eval_<name>_<metric>`` per direction plus ``eval_bleu``/``eval_chrf``/``eval_ter``/``eval_loss``:
+    the macro average over the directions, or direction ``select``'s scores when given."""
+
+    class MultiDirectionTrainer(base):
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **gen_kwargs):
+            if eval_dataset is not None:
+                return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
+            per, merged = {}, {}
+            for name, (ds, bos) in dev_sets.items():
+                kw = dict(gen_kwargs)
+                if bos is not None:
+                    kw["forced_bos_token_id"] = bos
+                prefix = f"{metric_key_prefix}_{name}"
+                m = super().evaluate(ds, ignore_keys, prefix, **kw)
+                merged.update(m)
+                per[name] = {k[len(prefix) + 1:]: v for k, v in m.items() if k.startswith(prefix + "_")}
+            for key in ("loss", "bleu", "chrf", "ter"):
+                vals = [p[key] for p in per.values() if key in p]
+                if select is not None and key in per[select]:
+                    merged[f"{metric_key_prefix}_{key}"] = per[select][key]
+                elif vals:
+                    merged[f"{metric_key_prefix}_{key}"] = sum(vals) / len(vals)
+            merged["epoch"] = self.state.epoch
+            self.log({k: v for k, v in merged.items() if k.startswith(metric_key_prefix) and
+                      k[len(metric_key_prefix) + 1:] in ("loss", "bleu", "chrf", "ter")})
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, merged)
+            return merged
+
+    return MultiDirectionTrainer
+
+
 def fine_tune(model: Any, tokenizer: Any, tc: TrainConfig, train_src: Sequence[str], train_tgt: Sequence[str],
               dev_src: Sequence[str], dev_tgt: Sequence[str], output_dir: str | os.PathLike, tgt_lang: str,
               max_source_length: int = 128, max_target_length: int = 128, progress: bool = True,
-              callbacks: Sequence[Any] = (), score_baseline_dev: bool = True) -> tuple[Any, TrainResult]:
+              callbacks: Sequence[Any] = (), score_baseline_dev: bool = True, *,
+              languages: Optional[Sequence[tuple[str, str]]] = None, train_dirs: Optional[Sequence[int]] = None,
+              dev_dirs: Optional[Sequence[int]] = None, select_direction: Optional[str] = None,
+              ) -> tuple[Any, TrainResult]:
     """Fine-tune ``model`` on the training pairs, scoring the dev pairs each epoch.
 
-    Checkpoints go to ``output_dir`` (``checkpoint-<step>``). With ``tc.resume`` and a checkpoint
-    there, training continues from the newest one. Returns ``(trainer, result)``; ``trainer.model``
-    holds the best checkpoint's weights.
+    Checkpoints go to ``output_dir`` (``checkpoint-<step>``; also every ``tc.save_steps`` steps when
+    set). With ``tc.resume`` and a checkpoint there, training continues from the newest complete one.
+    Returns ``(trainer, result)``; ``trainer.model`` holds the best checkpoint's weights.
+
+    A GPU out-of-memory error becomes :class:`~adaptmllm.resilience.TrainingOutOfMemoryError`
+    proposing the next plan; with ``tc.auto_batch`` (no DeepSpeed) training is first retried with
+    half the batch and twice the accumulation (:func:`adaptmllm.resilience.halve_batch`), from the
+    last checkpoint or else from the initial weights (kept in CPU memory for this), down to batch 1.
+
+    Several directions (:mod:`adaptmllm.multilingual`): ``languages`` lists ``(src_lang, tgt_lang)``
+    per direction, ``train_dirs``/``dev_dirs`` give each training/dev pair's index into it (N and M
+    entries). Each pair is tokenized with its own codes (:func:`tokenize_directions`); the dev set of
+    each direction is scored with its target's forced BOS token (``eval_<src>-><tgt>_chrf`` ... in the
+    history), and the best checkpoint is chosen by the macro average over the directions, or by
+    ``select_direction`` (``"eng_Latn->gle_Latn"``). ``tgt_lang`` is then unused.
 
     Raises:
-        ValueError: empty training or dev set.
+        ValueError: empty training or dev set; ``select_direction`` not among the dev directions;
+            ``train_dirs``/``dev_dirs`` not of the pairs' lengths.
+        adaptmllm.resilience.CheckpointError: the checkpoint to resume from is damaged.
+        adaptmllm.resilience.DiskFullError: no space left to save a checkpoint (the last good one kept).
+        adaptmllm.resilience.TrainingOutOfMemoryError: out of GPU memory (after any auto-batch retries).
     """
     from transformers import EarlyStoppingCallback, Seq2SeqTrainer
 
@@ -220,14 +303,34 @@ def fine_tune(model: Any, tokenizer: Any, tc: TrainConfig, train_src: Sequence[s
 
     if not len(train_src) or not len(dev_src):
         raise ValueError("fine-tuning needs at least one training and one dev pair")
-    bos = forced_bos_token_id(tokenizer, tgt_lang)
-    if bos is not None:
-        model.generation_config.forced_bos_token_id = bos
+    dev_sets: dict = {}
+    if languages is not None:
+        if len(train_dirs or ()) != len(train_src) or len(dev_dirs or ()) != len(dev_src):
+            raise ValueError("train_dirs/dev_dirs must give one direction index per training/dev pair")
+        model.generation_config.forced_bos_token_id = None
+        for k, (s_lang, t_lang) in enumerate(languages):
+            idx = [i for i, d in enumerate(dev_dirs) if d == k][: tc.eval_max_pairs or None]
+            if idx:
+                tokenizer.src_lang, tokenizer.tgt_lang = s_lang, t_lang
+                ds = tokenize_pairs(tokenizer, [dev_src[i] for i in idx], [dev_tgt[i] for i in idx],
+                                    max_source_length, max_target_length)
+                dev_sets[f"{s_lang}->{t_lang}"] = (ds, forced_bos_token_id(tokenizer, t_lang))
+        if select_direction is not None and select_direction not in dev_sets:
+            raise ValueError(f"train.select_direction: {select_direction} is not one of the directions "
+                             f"({', '.join(dev_sets)})")
+        train_ds = tokenize_directions(tokenizer, languages, train_src, train_tgt, train_dirs, max_source_length,
+                                       max_target_length)
+        dev_ds = next(iter(dev_sets.values()))[0]
+        tokenizer.src_lang, tokenizer.tgt_lang = languages[0]
+    else:
+        bos = forced_bos_token_id(tokenizer, tgt_lang)
+        if bos is not None:
+            model.generation_config.forced_bos_token_id = bos
+        if tc.eval_max_pairs:
+            dev_src, dev_tgt = dev_src[: tc.eval_max_pairs], dev_tgt[: tc.eval_max_pairs]
+        train_ds = tokenize_pairs(tokenizer, train_src, train_tgt, max_source_length, max_target_length)
+        dev_ds = tokenize_pairs(tokenizer, dev_src, dev_tgt, max_source_length, max_target_length)
     model.generation_config.max_length = None
-    if tc.eval_max_pairs:
-        dev_src, dev_tgt = dev_src[: tc.eval_max_pairs], dev_tgt[: tc.eval_max_pairs]
-    train_ds = tokenize_pairs(tokenizer, train_src, train_tgt, max_source_length, max_target_length)
-    dev_ds = tokenize_pairs(tokenizer, dev_src, dev_tgt, max_source_length, max_target_length)
     ranks = world_size()
     steps_per_epoch = max(1, -(-len(train_ds) // (tc.per_device_train_batch_size * tc.gradient_accumulation_steps
                                                   * ranks)))
@@ -252,8 +355,17 @@ def fine_tune(model: Any, tokenizer: Any, tc: TrainConfig, train_src: Sequence[s
     cbs = list(callbacks)
     if tc.early_stopping_patience:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=tc.early_stopping_patience))
+    if tc.save_steps:  # mid-epoch checkpoints: a kill loses at most save_steps steps
+        from .resilience import save_every_steps
+
+        cbs.append(save_every_steps(tc.save_steps))
     with contextlib.nullcontext() if plan.uses_deepspeed else no_deepspeed_env():
-        trainer = trainer_class(plan)(model=model, args=args, train_dataset=train_ds, eval_dataset=dev_ds,
+        from .resilience import resilient_trainer_class
+
+        cls = resilient_trainer_class(trainer_class(plan))  # a full disk while saving: DiskFullError
+        if dev_sets:
+            cls = _multi_direction_trainer(cls, dev_sets, select_direction, tc.metric_for_best_model)
+        trainer = cls(model=model, args=args, train_dataset=train_ds, eval_dataset=dev_ds,
                                       processing_class=tokenizer, data_collator=collator,
                                       compute_metrics=compute_metrics, callbacks=cbs)
     resume = last_checkpoint(output_dir) if tc.resume else None
@@ -265,12 +377,93 @@ def fine_tune(model: Any, tokenizer: Any, tc: TrainConfig, train_src: Sequence[s
         base = base if base is not None else trainer.evaluate()
         baseline_dev = base[f"eval_{tc.metric_for_best_model}"]
         history.append({**base, "epoch": 0.0, "step": 0})
-    out = trainer.train(resume_from_checkpoint=resume)
+    def rebuild(t: TrainConfig) -> Any:  # the same Trainer with other batch settings (auto-batch retries)
+        with no_deepspeed_env():
+            return cls(model=model, args=training_args(t, output_dir, evaluate=True, steps_per_epoch=steps_per_epoch,
+                                                       progress=progress, generation_max_length=max_target_length,
+                                                       plan=plan),
+                       train_dataset=train_ds, eval_dataset=dev_ds, processing_class=tokenizer,
+                       data_collator=collator, compute_metrics=compute_metrics, callbacks=cbs)
+
+    trainer, out, now, retries = _train_with_oom_retries(trainer, rebuild, resume, tc, plan, model, output_dir)
     state = trainer.state
     result = TrainResult(
         best_checkpoint=state.best_model_checkpoint, best_metric=state.best_metric, metric=tc.metric_for_best_model,
         baseline_dev=baseline_dev, history=history + list(state.log_history), global_step=state.global_step,
         train_runtime_s=float(out.metrics.get("train_runtime", 0.0)), resumed_from=resume,
-        memory_plan=plan.to_dict(),
+        memory_plan=plan.to_dict(), auto_batch=retries,
+        batch={k: getattr(now, k) for k in ("per_device_train_batch_size", "gradient_accumulation_steps",
+                                            "per_device_eval_batch_size")},
     )
     return trainer, result
+
+
+def _train_with_oom_retries(trainer: Any, rebuild: Any, resume: Optional[str], tc: TrainConfig, plan: Any,
+                            model: Any, output_dir: str | os.PathLike) -> tuple[Any, Any, TrainConfig, list]:
+    """``trainer.train`` with out-of-memory handling: returns ``(trainer, train output, final TrainConfig,
+    retries)``. With ``tc.auto_batch`` (no DeepSpeed) an out-of-memory error is retried with
+    :func:`adaptmllm.resilience.halve_batch` on a trainer made by ``rebuild(config)``, from the last
+    checkpoint or else from the initial weights; otherwise, or at batch 1, it raises
+    :class:`adaptmllm.resilience.TrainingOutOfMemoryError` with the next plan."""
+    from .resilience import TrainingOutOfMemoryError, halve_batch, is_out_of_memory, oom_in_evaluation, oom_plan
+
+    retry = tc.auto_batch and not plan.uses_deepspeed
+    initial = _snapshot(model) if retry and resume is None else None
+    lora = bool(getattr(model, "peft_config", None))
+    retries: list[dict] = []
+    now = tc
+    while True:
+        try:
+            return trainer, trainer.train(resume_from_checkpoint=resume), now, retries
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+            in_eval = oom_in_evaluation(e)
+            step, nxt = trainer.state.global_step, halve_batch(now, in_eval) if retry else None
+            msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            del trainer
+            _free_memory(model)
+            if nxt is None:
+                raise TrainingOutOfMemoryError(oom_plan(e, now, plan, lora, retries, in_eval)) from None
+            resume = last_checkpoint(output_dir)
+            if resume is None and initial is not None:
+                _restore(model, initial)
+            retries.append({"per_device_train_batch_size": now.per_device_train_batch_size,
+                            "gradient_accumulation_steps": now.gradient_accumulation_steps,
+                            "per_device_eval_batch_size": now.per_device_eval_batch_size, "at_step": step,
+                            "in_evaluation": in_eval, "error": msg, "resumed_from": resume})
+            log.warning("out of GPU memory at step %d (%s; train batch %d x accumulation %d, eval batch %d); "
+                        "train.auto_batch: retrying with train batch %d x accumulation %d, eval batch %d, from %s",
+                        step, "evaluating" if in_eval else "training", now.per_device_train_batch_size,
+                        now.gradient_accumulation_steps, now.per_device_eval_batch_size,
+                        nxt.per_device_train_batch_size, nxt.gradient_accumulation_steps,
+                        nxt.per_device_eval_batch_size, resume or "the initial weights")
+            now = nxt
+            trainer = rebuild(now)
+
+
+def _snapshot(model: Any) -> dict:
+    """CPU copies of the trainable parameters (what training changes), for an auto-batch restart."""
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _restore(model: Any, snapshot: dict) -> None:
+    """Put the :func:`_snapshot` weights back into ``model``."""
+    import torch
+
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in snapshot.items():
+            params[name].copy_(value.to(params[name].device))
+
+
+def _free_memory(model: Any) -> None:
+    """Drop gradients and cached GPU blocks after an out-of-memory error."""
+    import gc
+
+    import torch
+
+    model.zero_grad(set_to_none=True)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
