@@ -3,6 +3,8 @@
     adaptmllm run --config configs/demo.yaml --train.learning_rate 3e-4
     adaptmllm hpo --config configs/demo.yaml --hpo.n_trials 20 --hpo.timeout 3600
     adaptmllm translate --model runs/demo/model --src eng_Latn --tgt qaa_Latn < in.txt > out.txt
+    adaptmllm export --model runs/demo/model --format ctranslate2 --quantization int8
+    adaptmllm translate --engine ctranslate2 --model runs/demo/model-ct2-int8 --src eng_Latn --tgt qaa_Latn < in.txt
     ADAPTMLLM_AUTH=translator:PASSWORD adaptmllm serve --model runs/demo/model --share
     adaptmllm human-eval-report --run runs/demo
     adaptmllm evaluate --run runs/demo --eval.general_test demo     # also select-checkpoint, back-translate
@@ -64,13 +66,62 @@ def build_parser():
     tr.add_argument("--num_beams", type=int, default=4, help="beam size")
     tr.add_argument("--max_new_tokens", type=int, default=256, help="longest translation in tokens")
     tr.add_argument("--batch_size", type=int, default=32, help="segments per batch")
+    _add_fast_arguments(tr)
     sub.add_subcommand("translate", tr, help="translate a file or stdin with a model folder")
+    _add_export_command(sub)
     _add_serve_commands(sub)
     _add_push_command(sub)
     from .cli_eval import add_eval_commands  # evaluate, select-checkpoint, back-translate
 
     add_eval_commands(sub)
     return parser
+
+
+def _add_fast_arguments(tr) -> None:
+    """Generation options of ``translate``: engine, token budget, sentence splitting, penalties."""
+    tr.add_argument("--engine", type=str, default="auto",
+                    help="transformers, ctranslate2 (a folder written by adaptmllm export) or auto (by the folder)")
+    tr.add_argument("--max_batch_tokens", type=int, default=4096,
+                    help="token budget of a batch: segments x longest source in tokens")
+    tr.add_argument("--split_sentences", type=bool, default=True,
+                    help="translate multi-sentence lines sentence by sentence and join them back")
+    tr.add_argument("--length_penalty", type=float, default=1.0, help="beam search length penalty")
+    tr.add_argument("--no_repeat_ngram_size", type=int, default=0, help="forbid repeated n-grams of this size (0: off)")
+    tr.add_argument("--max_source_length", type=int, default=256,
+                    help="longest source sentence in tokens (longer ones are cut between words)")
+    tr.add_argument("--device", type=str, default="auto", help="ctranslate2 engine: cpu, cuda or auto")
+
+
+def _add_export_command(sub) -> None:
+    """The ``export`` subcommand: a model folder converted for a faster inference engine."""
+    from jsonargparse import ArgumentParser
+
+    from .config import CT2_QUANTIZATIONS
+
+    ex = ArgumentParser(description="Convert a fine-tuned (or LoRA, merged first) model folder with CTranslate2 "
+                        "into a self-contained folder for adaptmllm translate/serve --engine ctranslate2.")
+    ex.add_argument("--model", type=str, required=True, help="model folder, e.g. runs/demo/model")
+    ex.add_argument("--format", type=str, default="ctranslate2", help="export format (ctranslate2)")
+    ex.add_argument("--quantization", type=str, default="int8",
+                    help="weights: " + ", ".join(CT2_QUANTIZATIONS) + " (int8: CPU; float16/int8_float16: GPU)")
+    ex.add_argument("--output", type=Optional[str], default=None,
+                    help="output folder (default: <model>-ct2-<quantization> beside the model folder)")
+    ex.add_argument("--force", type=bool, default=False, help="replace an existing output folder")
+    sub.add_subcommand("export", ex, help="convert a model for fast inference (CTranslate2)")
+
+
+def _export(ns) -> int:
+    from pathlib import Path
+
+    from .ct2 import export_ctranslate2
+
+    if ns.format != "ctranslate2":
+        print(f"adaptmllm: error: --format: {ns.format!r} is not supported; use ctranslate2", file=sys.stderr)
+        return 2
+    model = Path(ns.model)
+    out = ns.output or str(model.parent / f"{model.name}-ct2-{ns.quantization}")
+    print(export_ctranslate2(model, out, ns.quantization, force=ns.force))
+    return 0
 
 
 def _add_push_command(sub) -> None:
@@ -171,10 +222,32 @@ def _translate(ns) -> int:
             lines.pop()
     else:
         lines = read_lines(sys.stdin)
-    model, tokenizer = load_pretrained(ns.model, ns.src, ns.tgt, local_files_only=True)
+    from .ct2 import is_ct2_model, load_ct2
+    from .translate import ENGINES
+
+    engine = ns.engine
+    if engine == "auto":
+        engine = "ctranslate2" if is_ct2_model(ns.model) else "transformers"
+    if engine not in ENGINES:
+        print(f"adaptmllm: error: --engine: {engine!r} is not one of auto, {', '.join(ENGINES)}", file=sys.stderr)
+        return 2
+    if engine == "ctranslate2":
+        model, tokenizer = load_ct2(ns.model, ns.src, ns.tgt, device=ns.device)
+    elif is_ct2_model(ns.model):
+        print(f"adaptmllm: error: {ns.model} is a CTranslate2 export: use --engine ctranslate2", file=sys.stderr)
+        return 2
+    else:
+        model, tokenizer = load_pretrained(ns.model, ns.src, ns.tgt, local_files_only=True)
+        import torch
+
+        if torch.cuda.is_available():  # translate_texts autocasts to bf16/fp16 there
+            model = model.to("cuda")
     out = translate_texts(model, tokenizer, lines, ns.src, ns.tgt, num_beams=ns.num_beams,
                           max_new_tokens=ns.max_new_tokens, batch_size=ns.batch_size,
-                          progress=sys.stderr.isatty(), desc="translating")
+                          max_source_length=ns.max_source_length, progress=sys.stderr.isatty(),
+                          desc="translating", max_batch_tokens=ns.max_batch_tokens,
+                          length_penalty=ns.length_penalty, no_repeat_ngram_size=ns.no_repeat_ngram_size,
+                          split_sentences=ns.split_sentences)
     text = "".join(t.replace("\n", " ") + "\n" for t in out)
     if ns.output:
         from .io import atomic_write_text
@@ -275,6 +348,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .languages import LanguageError
     from .model import ModelError
     from .pipeline import RunFolderError
+    from .resilience import TrainingError  # damaged checkpoint, full disk, out of memory
 
     parser = build_parser()
     ns = parser.parse_args(list(argv) if argv is not None else None)
@@ -303,6 +377,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _serve(ns.serve)
         if ns.command == "push":
             return _push(ns.push)
+        if ns.command == "export":
+            return _export(ns.export)
         from .cli_eval import EVAL_COMMANDS, run_eval_command
 
         if ns.command in EVAL_COMMANDS:
@@ -312,6 +388,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, DataError, LanguageError, ModelError, RunFolderError) as e:
         print(f"adaptmllm: error: {e}", file=sys.stderr)
         return 2
+    except TrainingError as e:  # the run stopped (damaged checkpoint, full disk, out of memory): what to do next
+        print(f"adaptmllm: error: {e}", file=sys.stderr)
+        return 1
     parser.print_help()
     return 2
 

@@ -34,6 +34,7 @@ __all__ = [
     "split",
     "prepare_data",
     "save_splits",
+    "check_lengths",
 ]
 
 CLEANING_RULES = ("empty", "too_long", "length_ratio", "identical", "duplicate")
@@ -158,8 +159,44 @@ def _load_text(prefix: str, data: DataConfig) -> Pairs:
         sides.append((path, _lines(path)))
     (sp, src), (tp, tgt) = sides
     if len(src) != len(tgt):
-        raise DataError(f"{sp} has {len(src)} lines but {tp} has {len(tgt)}; the files must be aligned line by line")
+        raise DataError(f"{sp} has {len(src)} lines but {tp} has {len(tgt)}; the files must be aligned line by line"
+                        + _divergence_hint(sp, src, tp, tgt))
     return Pairs(src, tgt)
+
+
+def _divergence_hint(sp: Path, src: list[str], tp: Path, tgt: list[str]) -> str:
+    """Where two aligned files of different line counts probably stop matching, as a sentence for
+    the error message ("" when the line lengths do not tell).
+
+    Model: the first k lines pair up one to one, then the longer file has its d extra lines, and the
+    rest pair up again shifted by d. The k whose pairs have the most consistent length ratio (log of
+    character counts, less the median ratio) wins if it clearly beats the best k-free alternatives."""
+    import math
+
+    (lp, long_), (_, short) = sorted(((sp, src), (tp, tgt)), key=lambda x: -len(x[1]))
+    d, n = len(long_) - len(short), len(short)
+    if n < 4:
+        return ""
+
+    def ratio(a: str, b: str) -> float:
+        return math.log((len(a) + 1) / (len(b) + 1))
+
+    mid = sorted(ratio(a, b) for a, b in zip(long_, short))[n // 2]
+    head = [0.0]
+    for i in range(n):
+        head.append(head[-1] + abs(ratio(long_[i], short[i]) - mid))
+    tail = [0.0] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        tail[i] = tail[i + 1] + abs(ratio(long_[i + d], short[i]) - mid)
+    costs = [head[k] + tail[k] for k in range(n + 1)]
+    best = min(range(n + 1), key=costs.__getitem__)
+    worst = max(costs)
+    if worst <= 0 or costs[best] > 0.5 * worst:
+        return ""
+    if best == n:
+        return f"; the extra line(s) of {lp} are probably at its end (from line {n + 1})"
+    return (f"; they probably stop matching at line {best + 1} of {lp} (line lengths stop pairing up there): "
+            "look for a missing, extra or split line near it")
 
 
 class _QuotingError(Exception):
@@ -526,3 +563,50 @@ def save_splits(prepared: PreparedData, folder: str | Path) -> dict[str, Path]:
             paths[f"{name}.{side}"] = atomic_write_text(folder / f"{name}.{langs[side]}", text)
     paths["report"] = atomic_write_json(folder / "data_report.json", prepared.to_dict())
     return paths
+
+
+def check_lengths(tokenizer: Any, prepared: PreparedData, data: DataConfig, max_source_length: int,
+                  max_target_length: int, model_limit: Optional[int] = None) -> dict:
+    """Count the segments longer than the model takes, per split and side, and apply ``data.too_long``.
+
+    Sources are tokenized as the model sees them (``tokenizer.src_lang``), targets with
+    ``text_target`` (``tokenizer.tgt_lang``), without truncation; a source over ``max_source_length``
+    or a target over ``max_target_length`` tokens counts as too long (the test set's targets are
+    references, never tokenized, so they are not counted). The counts are added to
+    ``prepared.report["too_long"]`` as ``{split: {"src": n, "tgt": m}, "action": "truncate"|"reject",
+    "max_source_length": .., "max_target_length": ..}``.
+
+    Returns:
+        That ``too_long`` dict.
+    Raises:
+        DataError: ``data.too_long == "reject"`` and a segment is too long: names the split, the pair
+            (1-based, as in ``data/<split>.<lang>`` of the run folder), its first characters, its
+            length in tokens, and the fixes.
+    """
+    out: dict = {"action": data.too_long, "max_source_length": max_source_length,
+                 "max_target_length": max_target_length}
+    first = None
+    for name in ("train", "dev", "test"):
+        part: Pairs = getattr(prepared, name)
+        sides = [("src", part.src, max_source_length)] + ([] if name == "test" else [("tgt", part.tgt, max_target_length)])
+        counts = {"src": 0, "tgt": 0}
+        for side, segs, limit in sides:
+            enc = tokenizer(list(segs))["input_ids"] if side == "src" else \
+                tokenizer(text_target=list(segs))["input_ids"]
+            for i, ids in enumerate(enc):
+                if len(ids) > limit:
+                    counts[side] += 1
+                    if first is None:
+                        first = (name, side, i, len(ids), limit, segs[i])
+        out[name] = counts
+    prepared.report["too_long"] = out
+    if first is not None and data.too_long == "reject":
+        name, side, i, n, limit, seg = first
+        lang = data.src_lang if side == "src" else data.tgt_lang
+        field_ = "model.max_source_length" if side == "src" else "model.max_target_length"
+        total = sum(out[k]["src"] + out[k]["tgt"] for k in ("train", "dev", "test"))
+        cap = f" (the model takes at most {model_limit})" if model_limit else ""
+        raise DataError(f"{name} pair {i + 1} ({lang}: {seg[:60]!r}{'...' if len(seg) > 60 else ''}) has {n} tokens, "
+                        f"more than {field_} {limit}; {total} segment(s) in all are too long and data.too_long is "
+                        f"reject: shorten or split them, raise {field_}{cap}, or set data.too_long truncate")
+    return out

@@ -109,18 +109,39 @@ def score_model(model: Any, tokenizer: Any, config: Config, src: list[str], refs
     hypotheses one per line to ``hyp_path`` when given.
     """
     from .metrics import score, write_hypotheses
-    from .translate import translate_texts
+    from .translate import engine_model, eval_kwargs, translate_texts
 
     t0 = time.perf_counter()
-    hyps = translate_texts(model, tokenizer, src, config.data.src_lang, config.data.tgt_lang,
-                           num_beams=config.eval.num_beams, max_new_tokens=config.eval.max_new_tokens,
-                           batch_size=config.eval.batch_size, max_source_length=config.model.max_source_length,
-                           progress=progress, desc=desc)
+    hyps = translate_texts(engine_model(model, tokenizer, config), tokenizer, src, config.data.src_lang,
+                           config.data.tgt_lang, progress=progress, desc=desc, **eval_kwargs(config))
     seconds = time.perf_counter() - t0
     if hyp_path is not None:
         write_hypotheses(hyp_path, hyps)
     return {**score(hyps, refs, config.eval.bleu_tokenize, spm_model=config.eval.spm_model,
                     comet_model=config.eval.comet_model, sources=src), "seconds": round(seconds, 3)}
+
+
+def _check_lengths(tokenizer: Any, model: Any, prepared: Any, config: Config, run_dir: Path, fresh: bool) -> dict:
+    """:func:`adaptmllm.data.check_lengths` for the run: counts of segments longer than the model takes
+    (added to ``data/data_report.json``, warned about in the log); with ``data.too_long: reject`` its
+    DataError, after removing the run folder if this run created it (so nothing half-made is left)."""
+    from .data import DataError, check_lengths
+
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    try:
+        out = check_lengths(tokenizer, prepared, config.data, config.model.max_source_length,
+                            config.model.max_target_length, limit)
+    except DataError:
+        if fresh:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    atomic_write_json(run_dir / "data" / "data_report.json", prepared.to_dict())
+    n = {k: out[k]["src"] + out[k]["tgt"] for k in ("train", "dev", "test")}
+    if any(n.values()):
+        log.warning("segments longer than model.max_source_length %d / max_target_length %d tokens, truncated: %s "
+                    "(data.too_long: reject stops the run instead)", config.model.max_source_length,
+                    config.model.max_target_length, n)
+    return out
 
 
 def _dev_better(metric: str, a: Optional[float], b: Optional[float]) -> bool:
@@ -177,6 +198,7 @@ def run(config: Config | dict, progress: bool = True, callbacks: Sequence[Any] =
 
     general = load_general_test(config)  # eval.general_test: the forgetting check's set, or None
     check_optional_metrics(config.eval.spm_model, config.eval.comet_model)
+    fresh = not (config.run_dir.is_dir() and any(config.run_dir.iterdir()))
     run_dir = prepare_run_dir(config)
     handler = _log_to_file(run_dir / "run.log")
     try:
@@ -191,6 +213,7 @@ def run(config: Config | dict, progress: bool = True, callbacks: Sequence[Any] =
         model, tokenizer = bundle.model, bundle.tokenizer
         n_params = sum(p.numel() for p in model.parameters())
         log.info("model: %s (%s parameters)", bundle.description, f"{n_params:,}")
+        too_long = _check_lengths(tokenizer, model, prepared, config, run_dir, fresh)
 
         test_src, test_ref = prepared.test.src, prepared.test.tgt
         baseline = None
@@ -251,7 +274,7 @@ def run(config: Config | dict, progress: bool = True, callbacks: Sequence[Any] =
             "dev": {"metric": result.metric, "baseline": result.baseline_dev, "best": result.best_metric},
             "train": {"global_step": result.global_step, "train_runtime_s": round(result.train_runtime_s, 2),
                       "resumed_from": result.resumed_from, "n_parameters": n_params,
-                      "memory_plan": result.memory_plan},
+                      "memory_plan": result.memory_plan, "auto_batch": result.auto_batch, "batch": result.batch},
             "data": counts,
             "total_runtime_s": round(time.perf_counter() - t_start, 2),
             **evaluation,
