@@ -203,11 +203,10 @@ def _load_model(folder: str | os.PathLike, config: Optional[Config] = None,
 
 def _scores(model: Any, tokenizer: Any, config: Config, src: list[str], ref: list[str]) -> dict:
     from .metrics import score
-    from .translate import translate_texts
+    from .translate import engine_model, eval_kwargs, translate_texts
 
-    hyps = translate_texts(model, tokenizer, src, config.data.src_lang, config.data.tgt_lang,
-                           num_beams=config.eval.num_beams, max_new_tokens=config.eval.max_new_tokens,
-                           batch_size=config.eval.batch_size, max_source_length=config.model.max_source_length)
+    hyps = translate_texts(engine_model(model, tokenizer, config), tokenizer, src, config.data.src_lang,
+                           config.data.tgt_lang, **eval_kwargs(config))
     s = score(hyps, ref, config.eval.bleu_tokenize)
     return {k: s[k] for k in ("bleu", "chrf", "ter", "n_segments")}
 

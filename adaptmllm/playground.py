@@ -118,12 +118,16 @@ class Engine:
         name: shown in the page (``fine-tuned``, ``baseline``).
         max_batch_segments: segments per model batch.
         batch_wait_s: seconds the worker waits for more requests to fill a batch.
-        max_source_length: source segments are truncated to this many tokens.
+        max_source_length: longest source sentence in tokens (longer ones are cut between words when
+            splitting sentences, else truncated).
+        options: further :func:`adaptmllm.translate.translate_texts` keywords (``max_batch_tokens``,
+            ``split_sentences``, ``length_penalty``, ``no_repeat_ngram_size``).
     """
 
     def __init__(self, model: Any, tokenizer: Any, name: str = "model", max_batch_segments: int = 32,
-                 batch_wait_s: float = 0.005, max_source_length: int = 256) -> None:
+                 batch_wait_s: float = 0.005, max_source_length: int = 256, **options: Any) -> None:
         self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.options = options
         self.max_batch_segments = max(1, int(max_batch_segments))
         self.batch_wait_s = max(0.0, float(batch_wait_s))
         self.max_source_length = max_source_length
@@ -136,11 +140,17 @@ class Engine:
     def from_path(cls, name_or_path: str | os.PathLike, src_lang: str, tgt_lang: str, name: str = "model",
                   **kwargs: Any) -> "Engine":
         """Load a model folder (or hub name) once, on the GPU when there is one (bf16 where supported).
+        A CTranslate2 export (``adaptmllm export``) is loaded with CTranslate2.
 
         Raises:
             adaptmllm.model.ModelError: the folder is incomplete, the hub cannot be reached, or the
-                tokenizer lacks a language code.
+                tokenizer lacks a language code (adaptmllm.ct2.CT2Error: ctranslate2 is not installed).
         """
+        from .ct2 import is_ct2_model, load_ct2
+
+        if is_ct2_model(name_or_path):
+            ct2_model, tokenizer = load_ct2(name_or_path, src_lang, tgt_lang)
+            return cls(ct2_model, tokenizer, name=name, **kwargs)
         import torch
 
         from .model import load_pretrained
@@ -182,7 +192,7 @@ class Engine:
                 try:
                     out = translate_texts(self.model, self.tokenizer, texts, src, tgt, num_beams=beams,
                                           max_new_tokens=max_new, batch_size=self.max_batch_segments,
-                                          max_source_length=self.max_source_length)
+                                          max_source_length=self.max_source_length, **self.options)
                     self.batches += 1
                 except BaseException as e:  # handed to the waiting requests
                     for r in reqs:
@@ -1017,7 +1027,9 @@ def serve(model: str | os.PathLike | Engine, baseline: str | os.PathLike | Engin
     src_lang = check_code(src_lang or src0, "--src")
     tgt_lang = check_code(tgt_lang or tgt0, "--tgt")
     store = _open_store(rd, segments, db, c)
-    kw = dict(max_batch_segments=c.max_batch_segments, batch_wait_s=c.batch_wait_ms / 1000)
+    kw = dict(max_batch_segments=c.max_batch_segments, batch_wait_s=c.batch_wait_ms / 1000,
+              max_batch_tokens=c.max_batch_tokens, split_sentences=c.split_sentences,
+              length_penalty=c.length_penalty, no_repeat_ngram_size=c.no_repeat_ngram_size)
     fine = model if isinstance(model, Engine) else Engine.from_path(model, src_lang, tgt_lang, "fine-tuned", **kw)
     base = baseline if (baseline is None or isinstance(baseline, Engine)) else \
         Engine.from_path(baseline, src_lang, tgt_lang, "baseline", **kw)
