@@ -399,14 +399,14 @@ def extend_vocabulary(model: Any, tokenizer: Any, texts: Sequence[str], n_pieces
         parts = [t.value for t in old.model.tokenize(p)]
         ids = [vocab[t] for t in parts]
         # 2) a chain of merges from the old segmentation: ((a b) c) d ...
-        cur = parts[0]
-        for nxt in parts[1:]:
+        cur, cur_ids = parts[0], ids[:1]
+        for nxt, nid in zip(parts[1:], ids[1:]):
             if (cur, nxt) not in have_merge:
                 merges.append([cur, nxt] if as_pairs else f"{cur} {nxt}")
                 have_merge.add((cur, nxt))
-            cur = cur + nxt
+            cur, cur_ids = cur + nxt, cur_ids + [nid]
             if cur not in vocab:
-                add(cur, ids)
+                add(cur, cur_ids)
     if added:
         new = Tokenizer.from_str(json.dumps(spec))
         tokenizer._tokenizer = new  # the fast tokenizer's backend (what save_pretrained writes to tokenizer.json)
