@@ -600,6 +600,13 @@ def check_lengths(tokenizer: Any, prepared: PreparedData, data: DataConfig, max_
                         first = (name, side, i, len(ids), limit, segs[i])
         out[name] = counts
     prepared.report["too_long"] = out
+    if first is not None and data.too_long == "truncate":
+        import logging
+
+        logging.getLogger("adaptmllm").warning(
+            "segments longer than model.max_source_length %d / max_target_length %d tokens are truncated: %s "
+            "(counted in data/data_report.json; data.too_long reject stops the run instead)", max_source_length,
+            max_target_length, {k: out[k] for k in ("train", "dev", "test") if out[k]["src"] + out[k]["tgt"]})
     if first is not None and data.too_long == "reject":
         name, side, i, n, limit, seg = first
         lang = data.src_lang if side == "src" else data.tgt_lang

@@ -123,7 +123,7 @@ def score_model(model: Any, tokenizer: Any, config: Config, src: list[str], refs
 
 def _check_lengths(tokenizer: Any, model: Any, prepared: Any, config: Config, run_dir: Path, fresh: bool) -> dict:
     """:func:`adaptmllm.data.check_lengths` for the run: counts of segments longer than the model takes
-    (added to ``data/data_report.json``, warned about in the log); with ``data.too_long: reject`` its
+    (added to ``data/data_report.json``; check_lengths warns in the log); with ``data.too_long: reject`` its
     DataError, after removing the run folder if this run created it (so nothing half-made is left)."""
     from .data import DataError, check_lengths
 

@@ -218,11 +218,15 @@ def case_out_of_memory():
     training run through a stand-in for the allocator, and checks --train.auto_batch's retries)."""
     import torch
 
+    from adaptmllm import resilience
     from adaptmllm.config import TrainConfig
-    from adaptmllm.resilience import TrainingOutOfMemoryError, oom_plan
 
     e = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-    raise TrainingOutOfMemoryError(oom_plan(e, TrainConfig(per_device_train_batch_size=32)))
+    real, resilience._gpu_line = resilience._gpu_line, lambda: "NVIDIA T4, 15 GiB"  # the same text on any machine
+    try:
+        raise resilience.TrainingOutOfMemoryError(resilience.oom_plan(e, TrainConfig(per_device_train_batch_size=32)))
+    finally:
+        resilience._gpu_line = real
 
 
 def case_token_in_config():
@@ -272,6 +276,7 @@ class Case:
     error: Optional[str]  # the exception class name, None: accepted
     words: tuple  # key words the message must hold
     absent: tuple = ()  # words it must not hold (secrets)
+    warning: str = ""  # accepted cases: the warning logged
 
 
 CASES = [
@@ -298,12 +303,15 @@ CASES = [
          case_too_long_reject, "DataError", ("train pair 4", "more than model.max_source_length 128",
                                              "data.too_long truncate")),
     Case("segment longer than the model takes (default)", "the same, `data.too_long: truncate`",
-         case_too_long_truncate, None, ()),
+         case_too_long_truncate, None, (), warning="segments longer than model.max_source_length 128 / "
+         "max_target_length 128 tokens are truncated: {'train': {'src': 1, 'tgt': 0}} (counted in "
+         "data/data_report.json; data.too_long reject stops the run instead)"),
     Case("corrupt checkpoint", "resume; the newest checkpoint's weights truncated", case_corrupt_checkpoint,
          "CheckpointError", ("checkpoint-20/model.safetensors", "damaged", "to resume from",
                              "checkpoint-10", "--overwrite true")),
     Case("half-written checkpoint", "resume; the newest checkpoint has no trainer state (killed while saving)",
-         case_half_written_checkpoint, None, ()),
+         case_half_written_checkpoint, None, (), warning="train.resume: skipping incomplete checkpoint(s) "
+         "checkpoint-20 (a kill while saving); resuming from checkpoint-10"),
     Case("run folder holds another run", "the same `--name` twice", case_folder_holds_run, "RunFolderError",
          ("already holds a run", "--overwrite true", "--train.resume true", "--name")),
     Case("resume with other settings", "`--train.resume true --train.seed 7`", case_resume_other_config,
@@ -326,12 +334,25 @@ CASES = [
 
 
 def outcome(case: Case) -> tuple[Optional[str], str]:
-    """Run ``case`` in the current folder: (exception class name or None, message)."""
+    """Run ``case`` in the current folder: (exception class name, message), or (None, the warnings
+    logged by adaptmllm) when it is accepted."""
+    import logging
+
+    warnings: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            warnings.append(record.getMessage())
+
+    handler = Catch(level=logging.WARNING)
+    logging.getLogger("adaptmllm").addHandler(handler)
     try:
         case.run()
     except Exception as e:
         return type(e).__name__, str(e)
-    return None, ""
+    finally:
+        logging.getLogger("adaptmllm").removeHandler(handler)
+    return None, " ".join(warnings)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -339,6 +360,8 @@ def test_bad_input(case, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     error, message = outcome(case)
     assert error == case.error, message
+    if error is None:
+        assert message == case.warning
     for w in case.words:
         assert w in message, f"{w!r} not in {message!r}"
     for w in case.absent:
@@ -353,7 +376,8 @@ def render_table(results: list[tuple[Case, Optional[str], str]]) -> str:
 
     rows = ["| case | input | what the user sees |", "|---|---|---|"]
     for case, error, message in results:
-        seen = f"`{error}`: {cell(message)}" if error else "accepted (no message)"
+        seen = f"`{error}`: {cell(message)}" if error else (f"accepted; the log warns: {cell(message)}" if message
+                                                            else "accepted silently")
         rows.append(f"| {cell(case.name)} | {cell(case.given)} | {seen} |")
     return "\n".join(rows)
 

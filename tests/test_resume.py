@@ -1,4 +1,5 @@
-"""A run killed with SIGKILL mid-training resumes from its last checkpoint, losing nothing before it."""
+"""A run killed with SIGKILL mid-training resumes from its last checkpoint, losing nothing before it;
+a Hugging Face token planted in the environment appears in no file the run writes nor in its output."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def test_sigkill_then_resume(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     run_dir = tmp_path / "runs" / "killed"
     cmd = [sys.executable, "-m", "adaptmllm.cli", "run", "--config", str(path), "--quiet", "true"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    token = "hf_PLANTEDfakeTOKENforTHEresumeTEST0123456789"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_TOKEN": token}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     first = None
@@ -51,3 +53,9 @@ def test_sigkill_then_resume(tmp_path):
     steps_per_epoch = -(-800 // 16)
     assert metrics["train"]["global_step"] == 3 * steps_per_epoch
     assert metrics["finetuned"]["bleu"] > metrics["baseline"]["bleu"]
+
+    # The planted token: in no file of the run folder (read as bytes: configs, logs, reports, metrics,
+    # checkpoints with their training_args.bin) and in no output of the commands.
+    written = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert len(written) > 20 and not [str(p) for p in written if token.encode() in p.read_bytes()]
+    assert token not in again.stdout + again.stderr + done.stdout + done.stderr
