@@ -136,11 +136,6 @@ def _check_lengths(tokenizer: Any, model: Any, prepared: Any, config: Config, ru
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     atomic_write_json(run_dir / "data" / "data_report.json", prepared.to_dict())
-    n = {k: out[k]["src"] + out[k]["tgt"] for k in ("train", "dev", "test")}
-    if any(n.values()):
-        log.warning("segments longer than model.max_source_length %d / max_target_length %d tokens, truncated: %s "
-                    "(data.too_long: reject stops the run instead)", config.model.max_source_length,
-                    config.model.max_target_length, n)
     return out
 
 
@@ -276,6 +271,7 @@ def run(config: Config | dict, progress: bool = True, callbacks: Sequence[Any] =
                       "resumed_from": result.resumed_from, "n_parameters": n_params,
                       "memory_plan": result.memory_plan, "auto_batch": result.auto_batch, "batch": result.batch},
             "data": counts,
+            "too_long": too_long,
             "total_runtime_s": round(time.perf_counter() - t_start, 2),
             **evaluation,
         })
