@@ -198,6 +198,18 @@ def resilient_trainer_class(base: type) -> type:
     class ResilientTrainer(base):
         __doc__ = f"{base.__name__} whose checkpoint save turns a full disk into DiskFullError."
 
+        def _get_train_sampler(self, *args, **kwargs):
+            # transformers' LengthGroupedSampler draws its order from the global RNG when the epoch
+            # starts; a run resumed mid-epoch has another RNG state there, so it would see other
+            # batches than the run it continues. Seed each epoch's order by (data seed, epoch).
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            sampler = super()._get_train_sampler(*args, **kwargs)
+            if type(sampler) is LengthGroupedSampler:
+                seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+                return _epoch_seeded(sampler, seed)
+            return sampler
+
         def _save_checkpoint(self, model, trial):
             run_dir = Path(self._get_output_dir(trial=trial))
             folder = run_dir / f"checkpoint-{self.state.global_step}"
@@ -219,6 +231,27 @@ def resilient_trainer_class(base: type) -> type:
 
     ResilientTrainer.__name__ = ResilientTrainer.__qualname__ = f"Resilient{base.__name__}"
     return ResilientTrainer
+
+
+def _epoch_seeded(sampler: Any, seed: int) -> Any:
+    """``sampler`` (a LengthGroupedSampler) as one whose order is a function of ``seed`` and the epoch
+    (``set_epoch``, called by the Trainer's data loader each epoch), never of the global RNG."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+
+    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+        epoch = 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = int(epoch)
+
+        def __iter__(self):
+            import torch
+
+            g = torch.Generator()
+            g.manual_seed(seed * 1000 + self.epoch)
+            return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=g))
+
+    return EpochSeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths)
 
 
 def is_out_of_memory(e: BaseException) -> bool:
