@@ -83,7 +83,6 @@ def build_tokenizer(folder: str | os.PathLike, texts: Sequence[str], vocab_size:
     Raises:
         ModelError: ``texts`` is empty.
     """
-    import sentencepiece as spm
     from transformers import NllbTokenizer
 
     texts = [t for t in texts if t.strip()]
@@ -91,18 +90,36 @@ def build_tokenizer(folder: str | os.PathLike, texts: Sequence[str], vocab_size:
         raise ModelError("cannot train a SentencePiece model on an empty corpus")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt", delete=False) as fh:
+    train_sentencepiece(texts, folder / "sentencepiece.bpe", vocab_size)
+    (folder / "sentencepiece.bpe.vocab").unlink(missing_ok=True)
+    return NllbTokenizer.from_pretrained(str(folder), src_lang=src_lang, tgt_lang=tgt_lang,
+                                         extra_special_tokens=language_codes())
+
+
+def train_sentencepiece(texts: Sequence[str], model_prefix: str | Path, vocab_size: int, **options: Any) -> Path:
+    """Train a SentencePiece BPE model on ``texts`` (non-empty lines) into ``<model_prefix>.model``.
+
+    ``options`` override SentencePieceTrainer's arguments (e.g. ``bos_id=-1``). When the corpus is too
+    small for ``vocab_size``, SentencePiece's own maximum is used instead (logged). Returns the
+    ``.model`` path. Raises RuntimeError (SentencePiece's) for any other training failure.
+    """
+    import re
+
+    import sentencepiece as spm
+
+    model_prefix = Path(model_prefix)
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt", delete=False,
+                                     dir=model_prefix.parent) as fh:
         fh.write("\n".join(texts) + "\n")
         corpus = fh.name
-    kwargs = dict(input=corpus, model_prefix=str(folder / "sentencepiece.bpe"), model_type="bpe",
+    kwargs = dict(input=corpus, model_prefix=str(model_prefix), model_type="bpe",
                   character_coverage=1.0, input_sentence_size=200_000, shuffle_input_sentence=True,
                   seed_sentencepiece_size=200_000, minloglevel=2, num_threads=2)
+    kwargs.update(options)
     try:
         try:
             spm.SentencePieceTrainer.train(vocab_size=vocab_size, **kwargs)
         except RuntimeError as e:  # "Vocabulary size is too high ... Please set it to a value <= N."
-            import re
-
             m = re.search(r"<= (\d+)", str(e))
             if not m:
                 raise
@@ -110,9 +127,7 @@ def build_tokenizer(folder: str | os.PathLike, texts: Sequence[str], vocab_size:
             spm.SentencePieceTrainer.train(vocab_size=int(m.group(1)), **kwargs)
     finally:
         os.unlink(corpus)
-    (folder / "sentencepiece.bpe.vocab").unlink(missing_ok=True)
-    return NllbTokenizer.from_pretrained(str(folder), src_lang=src_lang, tgt_lang=tgt_lang,
-                                         extra_special_tokens=language_codes())
+    return model_prefix.with_name(model_prefix.name + ".model")
 
 
 def build_tiny_model(tiny: TinyModelConfig, tokenizer: Any, seed: int = 42) -> Any:

@@ -335,14 +335,12 @@ def extend_vocabulary(model: Any, tokenizer: Any, texts: Sequence[str], n_pieces
         adaptmllm.model.ModelError: the tokenizer is not a BPE fast tokenizer (NLLB's is).
     """
     import json
-    import os
-    import tempfile
 
     import sentencepiece as spm
     import torch
     from tokenizers import Tokenizer
 
-    from .model import ModelError
+    from .model import ModelError, train_sentencepiece
 
     backend = getattr(tokenizer, "backend_tokenizer", None)
     spec = json.loads(backend.to_str()) if backend is not None else {}
@@ -352,24 +350,7 @@ def extend_vocabulary(model: Any, tokenizer: Any, texts: Sequence[str], n_pieces
     texts = [t for t in texts if t.strip()]
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt", delete=False, dir=work) as fh:
-        fh.write("\n".join(texts) + "\n")
-        corpus = fh.name
-    kwargs = dict(input=corpus, model_prefix=str(work / "extend"), model_type="bpe", character_coverage=1.0,
-                  minloglevel=2, num_threads=2, seed_sentencepiece_size=200_000, input_sentence_size=200_000,
-                  shuffle_input_sentence=True, bos_id=-1, eos_id=-1, unk_id=0, pad_id=-1)
-    try:
-        try:
-            spm.SentencePieceTrainer.train(vocab_size=n_pieces, **kwargs)
-        except RuntimeError as e:  # "Vocabulary size is too high ... <= N"
-            import re
-
-            m = re.search(r"<= (\d+)", str(e))
-            if not m:
-                raise
-            spm.SentencePieceTrainer.train(vocab_size=int(m.group(1)), **kwargs)
-    finally:
-        os.unlink(corpus)
+    train_sentencepiece(texts, work / "extend", n_pieces, bos_id=-1, eos_id=-1, unk_id=0, pad_id=-1)
     sp = spm.SentencePieceProcessor(model_file=str(work / "extend.model"))
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size()) if not sp.is_unknown(i) and not sp.is_control(i)]
     vocab, merges = spec["model"]["vocab"], spec["model"]["merges"]
@@ -558,9 +539,8 @@ def run_multilingual(config: Any, progress: bool = True, callbacks: Sequence[Any
     from .io import atomic_write_json
     from .lora import save_plain_model
     from .metrics import check_optional_metrics, write_hypotheses
-    from .pipeline import RunResult, _dev_better, _log_to_file, prepare_run_dir, score_model
-    from .report import build_metrics, plot_history, verdict_info, write_metrics, write_model_card, write_report
-    from .report_html import write_html_report
+    from .pipeline import _dev_better, _log_to_file, finish_run, prepare_run_dir, score_model, train_summary
+    from .report import build_metrics, plot_history
     from .significance import paired_bootstrap
     from .train import fine_tune
 
@@ -686,21 +666,14 @@ def run_multilingual(config: Any, progress: bool = True, callbacks: Sequence[Any
             "best_checkpoint": result.best_checkpoint,
             "dev": {"metric": result.metric, "baseline": result.baseline_dev, "best": result.best_metric,
                     "selected_by": sel or "macro average"},
-            "train": {"global_step": result.global_step, "train_runtime_s": round(result.train_runtime_s, 2),
-                      "resumed_from": result.resumed_from, "n_parameters": n_params,
-                      "memory_plan": result.memory_plan},
+            "train": train_summary(result, n_params),
             "data": multi.report["counts"],
             "tokenizer": tok_report,
             "total_runtime_s": round(time.perf_counter() - t_start, 2),
             **evaluation,
         })
-        write_metrics(run_dir, metrics)
-        metrics["verdict"] = verdict_info(metrics)
-        report = write_report(run_dir, config, metrics, data_report, str(curves) if curves else None)
-        html_report = write_html_report(run_dir, config, metrics, data_report, str(curves) if curves else None)
-        write_model_card(model_dir, _with_pair(config, *multi.languages[0]), metrics, bundle.base_model, bundle.licence)
-        log.info("done in %.0f s: %s", time.perf_counter() - t_start, report)
-        return RunResult(run_dir, metrics, model_dir, report, html_report)
+        return finish_run(run_dir, config, metrics, data_report, curves, model_dir,
+                          _with_pair(config, *multi.languages[0]), bundle, t_start)
     finally:
         for name in ("adaptmllm", "transformers"):
             logging.getLogger(name).removeHandler(handler)

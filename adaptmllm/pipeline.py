@@ -146,6 +146,32 @@ def _dev_better(metric: str, a: Optional[float], b: Optional[float]) -> bool:
     return a < b if metric == "ter" else a > b
 
 
+def train_summary(result: Any, n_params: int) -> dict:
+    """The ``train`` section of ``metrics.json`` from a :class:`adaptmllm.train.FineTuneResult`: global
+    step, training time (s), checkpoint resumed from, parameter count, memory plan, auto-batch retries
+    and the batch finally used."""
+    return {"global_step": result.global_step, "train_runtime_s": round(result.train_runtime_s, 2),
+            "resumed_from": result.resumed_from, "n_parameters": n_params,
+            "memory_plan": result.memory_plan, "auto_batch": result.auto_batch, "batch": result.batch}
+
+
+def finish_run(run_dir: Path, config: Config, metrics: dict, data_report: dict, curves: Any, model_dir: Path,
+               card_config: Config, bundle: Any, t_start: float) -> RunResult:
+    """Write a finished run's ``metrics.json`` (with the verdict), Markdown and HTML reports and the model
+    card (``card_config`` gives its language pair), log the wall time (s) and return the
+    :class:`RunResult`. Every file is written atomically (:mod:`adaptmllm.io`)."""
+    from .report import verdict_info, write_metrics, write_model_card, write_report
+    from .report_html import write_html_report
+
+    write_metrics(run_dir, metrics)
+    metrics["verdict"] = verdict_info(metrics)
+    report = write_report(run_dir, config, metrics, data_report, str(curves) if curves else None)
+    html_report = write_html_report(run_dir, config, metrics, data_report, str(curves) if curves else None)
+    write_model_card(model_dir, card_config, metrics, bundle.base_model, bundle.licence)
+    log.info("done in %.0f s: %s", time.perf_counter() - t_start, report)
+    return RunResult(run_dir, metrics, model_dir, report, html_report)
+
+
 def run(config: Config | dict, progress: bool = True, callbacks: Sequence[Any] = ()) -> RunResult:
     """Run the whole pipeline for ``config`` and write the run folder (see the module docstring).
 
@@ -176,8 +202,7 @@ def run(config: Config | dict, progress: bool = True, callbacks: Sequence[Any] =
     from .data import prepare_data, save_splits
     from .green import GreenTracker
     from .model import prepare_model
-    from .report import build_metrics, plot_history, verdict_info, write_metrics, write_model_card, write_report
-    from .report_html import write_html_report
+    from .report import build_metrics, plot_history
     from .train import fine_tune
 
     t_start = time.perf_counter()
@@ -267,21 +292,13 @@ def run(config: Config | dict, progress: bool = True, callbacks: Sequence[Any] =
             "kept": kept,
             "best_checkpoint": result.best_checkpoint,
             "dev": {"metric": result.metric, "baseline": result.baseline_dev, "best": result.best_metric},
-            "train": {"global_step": result.global_step, "train_runtime_s": round(result.train_runtime_s, 2),
-                      "resumed_from": result.resumed_from, "n_parameters": n_params,
-                      "memory_plan": result.memory_plan, "auto_batch": result.auto_batch, "batch": result.batch},
+            "train": train_summary(result, n_params),
             "data": counts,
             "too_long": too_long,
             "total_runtime_s": round(time.perf_counter() - t_start, 2),
             **evaluation,
         })
-        write_metrics(run_dir, metrics)
-        metrics["verdict"] = verdict_info(metrics)
-        report = write_report(run_dir, config, metrics, prepared.report, str(curves) if curves else None)
-        html_report = write_html_report(run_dir, config, metrics, prepared.report, str(curves) if curves else None)
-        write_model_card(model_dir, config, metrics, bundle.base_model, bundle.licence)
-        log.info("done in %.0f s: %s", time.perf_counter() - t_start, report)
-        return RunResult(run_dir, metrics, model_dir, report, html_report)
+        return finish_run(run_dir, config, metrics, prepared.report, curves, model_dir, config, bundle, t_start)
     finally:
         for name in ("adaptmllm", "transformers"):
             logging.getLogger(name).removeHandler(handler)

@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .config import TrainConfig

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import re
-from contextlib import nullcontext
 from functools import lru_cache
 from typing import Any, Callable, Iterable, Optional, Sequence
 
