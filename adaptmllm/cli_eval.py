@@ -28,6 +28,9 @@ _EVAL_OVERRIDES = {
     "error_analysis_n": (Optional[int], "segments listed as most worse / most better"),
     "spm_model": (Optional[str], "local FLORES-200 SentencePiece model: adds spBLEU"),
     "comet_model": (Optional[str], "local COMET checkpoint (pip install 'adaptmllm[comet]'): adds COMET"),
+    "engine": (Optional[str], "engine of the translations this command makes (forgetting check, checkpoints): "
+                              "transformers or ctranslate2"),
+    "ct2_quantization": (Optional[str], "with --eval.engine ctranslate2: float32, int8, int8_float16, float16..."),
 }
 
 

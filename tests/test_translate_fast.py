@@ -220,3 +220,33 @@ def test_playground_engine_serves_an_export(exports):
         assert eng.translate([" ".join(src)], SRC, TGT, num_beams=2, timeout=120) == [" ".join(ref)]
     finally:
         eng.close()
+
+
+def test_cli_evaluate_translates_with_the_ctranslate2_engine(tiny_run, tmp_path, capsys, caplog):
+    """`adaptmllm evaluate --eval.engine ctranslate2` makes its translations (here the forgetting check's)
+    with a CTranslate2 int8 conversion, recorded in metrics.json; the scores stay within 1 chrF++ point of
+    the transformers engine's on the same run."""
+    import json
+    import shutil
+
+    from adaptmllm.cli import main
+
+    import logging
+
+    caplog.set_level(logging.INFO, logger="adaptmllm.ct2")
+    scores, exports = {}, {}
+    for engine in ("transformers", "ctranslate2"):
+        caplog.clear()
+        run = tmp_path / engine
+        shutil.copytree(tiny_run.run_dir, run)
+        argv = ["evaluate", "--run", str(run), "--eval.general_test", "demo", "--eval.engine", engine,
+                "--eval.ct2_quantization", "int8", "--quiet", "true"]
+        assert main(argv) == 0
+        m = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+        assert m["evaluated_with"]["eval"]["engine"] == engine
+        scores[engine] = m["forgetting"]["finetuned"]["chrf"]
+        exports[engine] = [r.getMessage() for r in caplog.records if r.name == "adaptmllm.ct2"]
+    assert exports["transformers"] == []
+    assert any("CTranslate2, int8" in msg for msg in exports["ctranslate2"]), exports
+    assert "report.html" in capsys.readouterr().out
+    assert abs(scores["ctranslate2"] - scores["transformers"]) < 1.0, scores
