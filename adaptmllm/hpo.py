@@ -54,7 +54,7 @@ from transformers import TrainerCallback
 from .config import (HPO_DIMENSIONS, Config, ConfigError, config_from_dict, config_to_dict, load_config,
                      save_config)
 from .config import diff_dicts as _diff
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_json, atomic_write_text, temporary_env
 
 __all__ = ["HPOError", "NoCompletedTrialError", "StudyResult", "suggest", "PruningCallback", "run_study",
            "storage_url", "open_study", "write_study_artefacts", "free_memory", "allowed_precisions",
@@ -223,16 +223,10 @@ def _tracking_env(config: Config, hpo_dir: Path, trial_name: str, study_name: st
             env["MLFLOW_TRACKING_URI"] = f"sqlite:///{(hpo_dir / 'mlflow.db').absolute()}"
         if not os.environ.get("MLFLOW_EXPERIMENT_NAME"):
             env["MLFLOW_EXPERIMENT_NAME"] = study_name
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        yield
+        with temporary_env(env):
+            yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         if config.train.report_to == "mlflow":
             _end_mlflow_run()
 

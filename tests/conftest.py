@@ -27,14 +27,11 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 @pytest.fixture(scope="session", autouse=True)
 def _session_cache(tmp_path_factory):
     """A per-session model cache, so the demo base is built here, not read from ~/.cache."""
+    from adaptmllm.io import temporary_env
+
     cache = tmp_path_factory.mktemp("adaptmllm-cache")
-    old = os.environ.get("ADAPTMLLM_CACHE")
-    os.environ["ADAPTMLLM_CACHE"] = str(cache)
-    yield cache
-    if old is None:
-        os.environ.pop("ADAPTMLLM_CACHE", None)
-    else:
-        os.environ["ADAPTMLLM_CACHE"] = old
+    with temporary_env({"ADAPTMLLM_CACHE": str(cache)}):
+        yield cache
 
 
 _DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
@@ -45,13 +42,10 @@ _DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADD
 def _no_distributed_leak():
     """Restore the distributed-launch variables after each test: DeepSpeed and accelerate set them in
     os.environ, and a leftover RANK/WORLD_SIZE makes every later Trainer try torch.distributed."""
-    saved = {k: os.environ.get(k) for k in _DIST_ENV}
-    yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    from adaptmllm.io import temporary_env
+
+    with temporary_env(restore=_DIST_ENV):
+        yield
     try:
         import torch.distributed as dist
 

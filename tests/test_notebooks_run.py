@@ -10,7 +10,6 @@ The run is a smaller tiny demo than the notebook's default (CI_OVERRIDES: 300 tr
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import pytest
@@ -49,20 +48,13 @@ def _outputs(nb) -> str:
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     """notebooks/adaptmllm.ipynb executed in a fresh folder, with HF_TOKEN planted in the kernel's environment."""
+    from adaptmllm.io import temporary_env
     from adaptmllm.notebook import run_notebook
 
     work = tmp_path_factory.mktemp("notebook")
-    saved = {k: os.environ.get(k) for k in ("HF_TOKEN", "HF_HUB_OFFLINE", "HF_HOME")}
-    os.environ.update(HF_TOKEN=FAKE, HF_HUB_OFFLINE="1", HF_HOME=str(work / "hf-home"))
-    try:
+    with temporary_env({"HF_TOKEN": FAKE, "HF_HUB_OFFLINE": "1", "HF_HOME": str(work / "hf-home")}):
         nb = run_notebook(NOTEBOOK, {"RUN_NAME": "ci", "OVERRIDES": CI_OVERRIDES, "PUSH_TO_HUB": True,
                                      "HUB_REPO": "someone/adaptmllm-ci"}, cwd=work, timeout=900)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     (work / "executed.ipynb").write_text(nbformat.writes(nb), encoding="utf-8")
     return nb, work
 

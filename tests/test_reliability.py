@@ -220,3 +220,23 @@ def test_human_evaluation_database_survives_kill_9(tmp_path):
     rated = store.rated_ids("ann")
     assert set(saved) <= rated and len(rated) <= len(saved) + 1  # every confirmed rating kept, at most one more
     assert store.next_item("ann").id not in rated  # the annotator resumes where they were
+
+
+def test_temporary_env_puts_back_what_was_there(monkeypatch):
+    """adaptmllm.io.temporary_env (HPO trials, tests): set variables are restored, unset ones unset again,
+    also when the block raises, and names in ``restore`` that the block sets are undone."""
+    import os
+
+    from adaptmllm.io import temporary_env
+
+    monkeypatch.setenv("ADAPTMLLM_T_SET", "before")
+    monkeypatch.delenv("ADAPTMLLM_T_UNSET", raising=False)
+    monkeypatch.delenv("ADAPTMLLM_T_LEAK", raising=False)
+    with pytest.raises(RuntimeError):
+        with temporary_env({"ADAPTMLLM_T_SET": "during", "ADAPTMLLM_T_UNSET": "during"}, restore=["ADAPTMLLM_T_LEAK"]):
+            assert os.environ["ADAPTMLLM_T_SET"] == os.environ["ADAPTMLLM_T_UNSET"] == "during"
+            os.environ["ADAPTMLLM_T_LEAK"] = "set inside"
+            raise RuntimeError("boom")
+    assert os.environ["ADAPTMLLM_T_SET"] == "before"
+    assert "ADAPTMLLM_T_UNSET" not in os.environ
+    assert "ADAPTMLLM_T_LEAK" not in os.environ
