@@ -20,7 +20,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Optional
@@ -158,19 +157,17 @@ def forgetting(general_scores: dict, config: Config, significance: Optional[dict
 def list_checkpoints(run_dir: str | os.PathLike) -> list[dict]:
     """The checkpoints left in ``<run_dir>/checkpoints``, oldest first: ``{"checkpoint": name,
     "path", "step", "epoch"}`` (epoch from its ``trainer_state.json``, None if unreadable)."""
-    folder = Path(run_dir) / "checkpoints"
+    from .resilience import checkpoint_folders, checkpoint_step
+
     out = []
-    for p in folder.glob("checkpoint-*") if folder.is_dir() else []:
-        m = re.fullmatch(r"checkpoint-(\d+)", p.name)
-        if not m or not p.is_dir():
-            continue
+    for p in reversed(checkpoint_folders(Path(run_dir) / "checkpoints")):
         epoch = None
         try:
             epoch = json.loads((p / "trainer_state.json").read_text(encoding="utf-8")).get("epoch")
         except (OSError, ValueError):
             pass
-        out.append({"checkpoint": p.name, "path": str(p), "step": int(m.group(1)), "epoch": epoch})
-    return sorted(out, key=lambda c: c["step"])
+        out.append({"checkpoint": p.name, "path": str(p), "step": checkpoint_step(p), "epoch": epoch})
+    return out
 
 
 def _on_device(model: Any) -> Any:
@@ -220,11 +217,13 @@ def score_checkpoints(run_dir: str | os.PathLike, config: Config, tokenizer: Any
     Takes one model load and two translation passes per checkpoint."""
     from tqdm.auto import tqdm
 
+    from .translate import engine_model
+
     n = config.train.eval_max_pairs or len(dev)
     dev_src, dev_ref = list(dev.src[:n]), list(dev.tgt[:n])
     out = []
     for c in tqdm(list_checkpoints(run_dir), desc="scoring checkpoints", disable=not progress):
-        model = _load_model(c["path"], config, run_dir)
+        model = engine_model(_load_model(c["path"], config, run_dir), tokenizer, config)  # converted once
         row = {k: v for k, v in c.items() if k != "path"}
         row["dev"] = _scores(model, tokenizer, config, dev_src, dev_ref)
         row["general"] = _scores(model, tokenizer, config, list(general.src), list(general.tgt)) if general else None
@@ -376,6 +375,7 @@ def evaluate_run(run_dir: str | os.PathLike, eval_overrides: Optional[dict] = No
     from .model import base_licence, load_pretrained, prepare_model
     from .pipeline import score_model
     from .report import write_metrics, write_model_card, write_report
+    from .translate import engine_model
 
     run_dir = Path(run_dir)
     config, metrics = _run_files(run_dir)
@@ -414,8 +414,16 @@ def evaluate_run(run_dir: str | os.PathLike, eval_overrides: Optional[dict] = No
             cache["baseline"] = (_on_device(bundle.model), bundle.tokenizer)
         return cache["baseline"]
 
+    def for_scoring(load: Any) -> tuple[Any, Any]:
+        # the model of ``load`` converted for eval.engine once, however many sets it translates
+        key = f"{load.__name__}:{ev.engine}"
+        if key not in cache:
+            m, tok = load()
+            cache[key] = (engine_model(m, tok, config), tok)
+        return cache[key]
+
     if rescore:
-        m, tok = finetuned()
+        m, tok = for_scoring(finetuned)
         metrics["finetuned"] = score_model(m, tok, config, test.src, test.tgt, run_dir / "finetuned.hyp.txt",
                                            progress, "fine-tuned: translating the test set")
     general_scores = None
@@ -432,11 +440,11 @@ def evaluate_run(run_dir: str | os.PathLike, eval_overrides: Optional[dict] = No
         if same and old.get("baseline") and (run_dir / "general.baseline.hyp.txt").is_file():
             general_scores["baseline"] = old["baseline"]
         elif ev.score_baseline and metrics.get("baseline") is not None:
-            general_scores["baseline"] = score_general(*baseline(), config, general, run_dir, "baseline", progress)
+            general_scores["baseline"] = score_general(*for_scoring(baseline), config, general, run_dir, "baseline", progress)
         if same and not rescore and old.get("finetuned") and (run_dir / "general.finetuned.hyp.txt").is_file():
             general_scores["finetuned"] = old["finetuned"]
         else:
-            general_scores["finetuned"] = score_general(*finetuned(), config, general, run_dir, "finetuned", progress)
+            general_scores["finetuned"] = score_general(*for_scoring(finetuned), config, general, run_dir, "finetuned", progress)
     checkpoints = None
     if ev.score_checkpoints:
         dev = _pairs_from_folder(run_dir, config, "dev")

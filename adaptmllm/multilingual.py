@@ -543,6 +543,7 @@ def run_multilingual(config: Any, progress: bool = True, callbacks: Sequence[Any
     from .report import build_metrics, plot_history
     from .significance import paired_bootstrap
     from .train import fine_tune
+    from .translate import engine_model
 
     t_start = time.perf_counter()
     if config.eval.general_test:
@@ -571,6 +572,7 @@ def run_multilingual(config: Any, progress: bool = True, callbacks: Sequence[Any
         log.info("model: %s (%s parameters)", bundle.description, f"{n_params:,}")
 
         def score_all(system: str, mdl: Any) -> tuple[dict, dict]:
+            mdl = engine_model(mdl, tokenizer, config)  # eval.engine ctranslate2: converted once for every set
             per, fgt = {}, {}
             for d in multi.directions:
                 per[d.name] = score_model(mdl, tokenizer, _with_pair(config, d.src_lang, d.tgt_lang),

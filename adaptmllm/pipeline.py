@@ -105,6 +105,9 @@ def score_model(model: Any, tokenizer: Any, config: Config, src: list[str], refs
                 hyp_path: Optional[Path] = None, progress: bool = False, desc: str = "translating") -> dict:
     """Translate ``src`` with the eval settings of ``config`` and score against ``refs``.
 
+    ``model`` is converted for ``eval.engine`` (:func:`adaptmllm.translate.engine_model`) unless it already
+    is a CTranslate2 model: a caller scoring one model on several sets converts it once and passes that.
+
     Returns :func:`adaptmllm.metrics.score`'s dict plus ``seconds`` (generation time). Writes the
     hypotheses one per line to ``hyp_path`` when given.
     """
@@ -214,6 +217,7 @@ def run(config: Config | dict, progress: bool = True, callbacks: Sequence[Any] =
     if not is_main_process():  # a multi-GPU run: ranks > 0 only train alongside rank 0, which writes
         return run_other_rank(config, prepared, progress)
     from .evaluation import evaluate_outputs, load_general_test, score_checkpoints, score_general
+    from .translate import engine_model
     from .metrics import check_optional_metrics
 
     general = load_general_test(config)  # eval.general_test: the forgetting check's set, or None
@@ -239,12 +243,14 @@ def run(config: Config | dict, progress: bool = True, callbacks: Sequence[Any] =
         baseline = None
         general_scores = {"baseline": None, "finetuned": None}
         if config.eval.score_baseline:
-            baseline = score_model(model, tokenizer, config, test_src, test_ref, run_dir / "baseline.hyp.txt",
+            scorer = engine_model(model, tokenizer, config)  # eval.engine ctranslate2: converted once, used twice
+            baseline = score_model(scorer, tokenizer, config, test_src, test_ref, run_dir / "baseline.hyp.txt",
                                    progress, "baseline: translating the test set")
             log.info("baseline test: BLEU %.2f chrF++ %.2f TER %.2f", baseline["bleu"], baseline["chrf"], baseline["ter"])
             if general is not None:
-                general_scores["baseline"] = score_general(model, tokenizer, config, general, run_dir, "baseline",
+                general_scores["baseline"] = score_general(scorer, tokenizer, config, general, run_dir, "baseline",
                                                            progress)
+            del scorer
 
         with GreenTracker(config.green, run_dir / "green", f"adaptmllm-{config.name}") as green:
             trainer, result = fine_tune(
@@ -262,10 +268,12 @@ def run(config: Config | dict, progress: bool = True, callbacks: Sequence[Any] =
             log.warning("fine-tuning never beat the baseline on the dev set (%s %.2f vs %.2f): keeping the baseline",
                         result.metric, result.best_metric or float("nan"), result.baseline_dev)
 
+        scorer = engine_model(model, tokenizer, config)
         if general is not None:
-            general_scores["finetuned"] = score_general(model, tokenizer, config, general, run_dir, "finetuned", progress)
-        finetuned = score_model(model, tokenizer, config, test_src, test_ref, run_dir / "finetuned.hyp.txt",
+            general_scores["finetuned"] = score_general(scorer, tokenizer, config, general, run_dir, "finetuned", progress)
+        finetuned = score_model(scorer, tokenizer, config, test_src, test_ref, run_dir / "finetuned.hyp.txt",
                                 progress, "fine-tuned: translating the test set")
+        del scorer
         log.info("fine-tuned test: BLEU %.2f chrF++ %.2f TER %.2f", finetuned["bleu"], finetuned["chrf"], finetuned["ter"])
 
         model_dir = run_dir / "model"

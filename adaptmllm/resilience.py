@@ -22,14 +22,15 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import re
 import shutil
 import traceback
 import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["TrainingError", "CheckpointError", "DiskFullError", "TrainingOutOfMemoryError",
-           "find_resume_checkpoint", "check_checkpoint", "save_every_steps", "resilient_trainer_class",
+__all__ = ["TrainingError", "CheckpointError", "DiskFullError", "TrainingOutOfMemoryError", "checkpoint_folders",
+           "checkpoint_step", "find_resume_checkpoint", "check_checkpoint", "save_every_steps", "resilient_trainer_class",
            "is_disk_full", "is_out_of_memory", "oom_in_evaluation", "oom_plan", "halve_batch"]
 
 log = logging.getLogger("adaptmllm")
@@ -54,19 +55,20 @@ class TrainingOutOfMemoryError(TrainingError):
     """The GPU ran out of memory; the message proposes the next plan (and lists any auto-batch retries)."""
 
 
-def _step(folder: Path) -> int:
-    try:
-        return int(folder.name.rsplit("-", 1)[1])
-    except (IndexError, ValueError):
-        return -1
+def checkpoint_step(folder: Path) -> int:
+    """The step of a ``checkpoint-<step>`` folder, -1 for any other name."""
+    m = re.fullmatch(r"checkpoint-(\d+)", folder.name)
+    return int(m.group(1)) if m else -1
 
 
-def _checkpoints(output_dir: Path) -> list[Path]:
-    """``checkpoint-<step>`` folders under ``output_dir``, newest (highest step) first."""
+def checkpoint_folders(output_dir: str | Path) -> list[Path]:
+    """The ``checkpoint-<step>`` folders under ``output_dir`` (complete or not), newest (highest step)
+    first; none when ``output_dir`` is missing."""
+    output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return []
-    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and _step(p) >= 0]
-    return sorted(found, key=_step, reverse=True)
+    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and checkpoint_step(p) >= 0]
+    return sorted(found, key=checkpoint_step, reverse=True)
 
 
 def _complete(folder: Path) -> bool:
@@ -142,7 +144,7 @@ def find_resume_checkpoint(output_dir: str | Path) -> Optional[str]:
     Raises:
         CheckpointError: the newest complete checkpoint is damaged (a file truncated or missing).
     """
-    ckpts = _checkpoints(Path(output_dir))
+    ckpts = checkpoint_folders(output_dir)
     complete = [c for c in ckpts if _complete(c)]
     if not complete:
         if ckpts:
@@ -150,7 +152,7 @@ def find_resume_checkpoint(output_dir: str | Path) -> Optional[str]:
                         output_dir, ", ".join(c.name for c in ckpts))
         return None
     newest = complete[0]
-    skipped = [c.name for c in ckpts if _step(c) > _step(newest)]
+    skipped = [c.name for c in ckpts if checkpoint_step(c) > checkpoint_step(newest)]
     if skipped:
         log.warning("train.resume: skipping incomplete checkpoint(s) %s (a kill while saving); resuming from %s",
                     ", ".join(skipped), newest.name)
@@ -221,7 +223,7 @@ def resilient_trainer_class(base: type) -> type:
                     raise
                 if not existed:
                     shutil.rmtree(folder, ignore_errors=True)
-                kept = [c for c in _checkpoints(run_dir) if _complete(c)]
+                kept = [c for c in checkpoint_folders(run_dir) if _complete(c)]
                 where = f"the last good checkpoint {kept[0]} is kept" if kept else "no earlier checkpoint exists"
                 raise DiskFullError(
                     f"no space left on the disk of {run_dir} while saving checkpoint-{self.state.global_step} "
