@@ -797,8 +797,8 @@ def run_other_rank(config: Any, prepared: Any, progress: bool = False) -> None:
                           "the tiny model trained from scratch is a single-process CPU demo")
     import tempfile
 
-    bundle = prepare_model(config, prepared.train.src + prepared.train.tgt,
-                           tokenizer_dir=tempfile.mkdtemp(prefix="adaptmllm-rank-"), progress=False)
+    with tempfile.TemporaryDirectory(prefix="adaptmllm-rank-") as tok_dir:  # rank 0 saves the tokenizer
+        bundle = prepare_model(config, prepared.train.src + prepared.train.tgt, tokenizer_dir=tok_dir, progress=False)
     trainer, _ = fine_tune(bundle.model, bundle.tokenizer, config.train, prepared.train.src, prepared.train.tgt,
                            prepared.dev.src, prepared.dev.tgt, config.run_dir / "checkpoints", config.data.tgt_lang,
                            config.model.max_source_length, config.model.max_target_length, progress=False)

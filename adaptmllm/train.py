@@ -17,7 +17,7 @@ from .config import TrainConfig
 
 __all__ = ["TrainResult", "tokenize_pairs", "training_args", "fine_tune", "resolve_precision", "resolve_optim",
            "tf32_supported", "last_checkpoint", "make_collator",
-           "tokenize_directions"]
+           "tokenize_directions", "cpu_distributed_args"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ class TrainResult:
         auto_batch: out-of-memory retries of ``train.auto_batch``, in order (dicts with the batch
             settings that ran out of memory, ``at_step``, ``in_evaluation``, ``error``, ``resumed_from``).
         batch: the batch settings training finished with (``per_device_train_batch_size``,
-            ``gradient_accumulation_steps``, ``per_device_eval_batch_size``).
+            ``gradient_accumulation_steps``, ``per_device_eval_batch_size``) and ``world_size``, the
+            data-parallel ranks (global batch = the product of the first two and the world size).
     """
 
     best_checkpoint: Optional[str]
@@ -101,6 +102,27 @@ def tf32_supported() -> bool:
     return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
 
 
+def cpu_distributed_args() -> dict:
+    """``{"use_cpu": True, "ddp_backend": "gloo"}`` for a multi-process launch (``WORLD_SIZE`` > 1 from
+    torchrun or the DeepSpeed launcher) on a machine without CUDA, else ``{}``.
+
+    Without ``use_cpu`` accelerate gives every CPU process of such a launch a world size of 1
+    (``PartialState`` only finds a distributed backend for accelerators), so each process trains
+    alone on all the data, and DeepSpeed's batch check fails (``train_batch_size`` 8 != 8 x 1 x 2).
+    With it, accelerate initialises a gloo process group of all the ranks; a DeepSpeed config still
+    gives a DeepSpeed engine (the Trainer's ``Accelerator`` is not told ``cpu``), which reuses that
+    group (DeepSpeed's CPU accelerator; gloo where oneCCL is absent). Tested with 2 processes:
+    tests/test_distributed.py.
+    """
+    import torch
+
+    from .deepspeed import world_size
+
+    if world_size() > 1 and not torch.cuda.is_available():
+        return {"use_cpu": True, "ddp_backend": "gloo"}
+    return {}
+
+
 def training_args(tc: TrainConfig, output_dir: str | os.PathLike, evaluate: bool = True,
                   steps_per_epoch: int = 0, progress: bool = True, generation_max_length: int = 128,
                   plan: Any = None) -> Any:
@@ -133,6 +155,7 @@ def training_args(tc: TrainConfig, output_dir: str | os.PathLike, evaluate: bool
     )
     if tc.tf32 and tf32_supported():
         kwargs["tf32"] = True
+    kwargs.update(cpu_distributed_args())
     if plan is not None and plan.uses_deepspeed:
         kwargs["deepspeed"] = plan.deepspeed_config()
     if evaluate:
@@ -391,8 +414,8 @@ def fine_tune(model: Any, tokenizer: Any, tc: TrainConfig, train_src: Sequence[s
         baseline_dev=baseline_dev, history=history + list(state.log_history), global_step=state.global_step,
         train_runtime_s=float(out.metrics.get("train_runtime", 0.0)), resumed_from=resume,
         memory_plan=plan.to_dict(), auto_batch=retries,
-        batch={k: getattr(now, k) for k in ("per_device_train_batch_size", "gradient_accumulation_steps",
-                                            "per_device_eval_batch_size")},
+        batch={**{k: getattr(now, k) for k in ("per_device_train_batch_size", "gradient_accumulation_steps",
+                                               "per_device_eval_batch_size")}, "world_size": ranks},
     )
     return trainer, result
 
