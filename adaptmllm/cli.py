@@ -68,6 +68,18 @@ def build_parser():
     tr.add_argument("--batch_size", type=int, default=32, help="segments per batch")
     _add_fast_arguments(tr)
     sub.add_subcommand("translate", tr, help="translate a file or stdin with a model folder")
+    pl = ArgumentParser(description="Plan a run on several GPUs and nodes without them: the launcher commands, "
+                        "the hostfile, the DeepSpeed config with its batch arithmetic, and the memory per GPU.")
+    pl.add_argument("--config", action=ActionConfigFile, help="YAML preset (see configs/)")
+    pl.add_class_arguments(Config, as_group=False)
+    pl.add_argument("--nodes", type=int, default=1, help="nodes")
+    pl.add_argument("--gpus_per_node", type=int, default=1, help="GPUs per node")
+    pl.add_argument("--gpu_memory", type=float, default=80.0, help="memory of each GPU, GiB")
+    pl.add_argument("--cpu_memory", type=Optional[float], default=None,
+                    help="host RAM per node for CPU offload, GiB (default: this machine's)")
+    pl.add_argument("--precision", type=str, default="bf16", help="bf16, fp16 or fp32 (on the GPUs planned for)")
+    pl.add_argument("--json", type=bool, default=False, help="print the plan as JSON")
+    sub.add_subcommand("plan", pl, help="plan a multi-GPU / multi-node run (commands, DeepSpeed config, memory)")
     _add_export_command(sub)
     _add_serve_commands(sub)
     _add_push_command(sub)
@@ -203,6 +215,26 @@ def _config_from_namespace(ns) -> "object":
     for key in ("config", "__path__", "quiet"):
         d.pop(key, None)
     return config_from_dict(d)
+
+
+def _plan(ns) -> int:
+    import json
+
+    from .launch import format_cluster_plan, plan_cluster
+
+    d = ns.as_dict()
+    config_path = str(d["config"][0]) if d.get("config") else "config.yaml"
+    for key in ("nodes", "gpus_per_node", "gpu_memory", "cpu_memory", "precision", "json"):
+        d.pop(key, None)
+    ns_config = _config_from_namespace(type(ns)(**d))
+    try:
+        cp = plan_cluster(ns_config, ns.nodes, ns.gpus_per_node, ns.gpu_memory, ns.cpu_memory, config_path,
+                          ns.precision)
+    except ValueError as e:
+        print(f"adaptmllm: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(cp.to_dict(), indent=2) if ns.json else format_cluster_plan(cp))
+    return 0
 
 
 def _translate(ns) -> int:
@@ -373,6 +405,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _hpo(ns.hpo)
         if ns.command == "translate":
             return _translate(ns.translate)
+        if ns.command == "plan":
+            return _plan(ns.plan)
         if ns.command == "serve":
             return _serve(ns.serve)
         if ns.command == "push":

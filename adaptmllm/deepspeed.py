@@ -407,7 +407,7 @@ def candidate_plans(ds: DeepSpeedConfig, gradient_checkpointing: Optional[bool],
 def plan_memory(size: ModelSize, ds: DeepSpeedConfig, batch: int, src_len: int, tgt_len: int,
                 precision: str = "bf16", gradient_checkpointing: Optional[bool] = None, lora: bool = False,
                 weight_bytes: float = 4.0, gpu_memory: Optional[float] = None, cpu_memory: Optional[float] = None,
-                num_gpus: Optional[int] = None) -> ZeroPlan:
+                num_gpus: Optional[int] = None, gpus_per_node: Optional[int] = None) -> ZeroPlan:
     """The fastest plan whose estimated peak memory fits the GPU (all sizes in GiB).
 
     Args:
@@ -421,6 +421,8 @@ def plan_memory(size: ModelSize, ds: DeepSpeedConfig, batch: int, src_len: int, 
         weight_bytes: bytes per frozen/master weight without DeepSpeed (4: fp32 master weights; 2: a
             bf16 base under LoRA; 0.5: a 4-bit QLoRA base).
         gpu_memory, cpu_memory, num_gpus: the machine (defaults: ``ds`` fields, then detected).
+        gpus_per_node: GPUs of each node (default: the launcher's ``LOCAL_WORLD_SIZE``, else all on
+            one node); DeepSpeed's ZeRO-3 estimate with CPU offload depends on the node count.
 
     Model states without DeepSpeed: ``weight_bytes`` per parameter + 12 bytes per trainable parameter
     (fp32 gradient and AdamW's two moments) + 2 bytes per parameter for autocast's 16-bit weight copies
@@ -435,7 +437,7 @@ def plan_memory(size: ModelSize, ds: DeepSpeedConfig, batch: int, src_len: int, 
     cpu = ds.cpu_memory_gib if ds.cpu_memory_gib is not None else (cpu_memory if cpu_memory is not None
                                                                    else host_memory_gib())
     n = ds.num_gpus or num_gpus or world_size()
-    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or n  # the launchers set LOCAL_WORLD_SIZE
+    per_node = gpus_per_node or int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or n  # launchers set LOCAL_WORLD_SIZE
     per_node = max(1, min(per_node, n))
     nodes = max(1, n // per_node)
     act_bytes = 4 if precision == "fp32" else 2
