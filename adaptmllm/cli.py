@@ -359,6 +359,8 @@ def _hpo(ns) -> int:
     except KeyboardInterrupt:
         print("adaptmllm: interrupted; run the same command again to resume the study", file=sys.stderr)
         return 130
+    if result is None:  # a rank > 0 of a multi-process worker: rank 0 reports
+        return 0
     c = result.counts
     print(f"\nstudy {result.study_name}: {c['complete']} completed, {c['pruned']} pruned, {c['fail']} failed "
           f"({result.storage})")

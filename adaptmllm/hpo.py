@@ -22,6 +22,11 @@ the same storage. A run folder ``<runs_dir>/<name>/`` holds::
     best/                    the best model scored on the test set against the baseline, laid out
                              as ``adaptmllm run`` lays out a run folder (model/, metrics.json, report.md)
 
+A worker may itself be several processes training each trial together (``torchrun --nproc_per_node
+2 -m adaptmllm.cli hpo ...`` or the DeepSpeed launcher): rank 0 alone talks to the Optuna storage and
+writes the run folder; it broadcasts each trial's number, parameters and pruning decisions to the
+other ranks (:class:`RankSync`), which train alongside it and never open the storage.
+
 Units: seconds, kWh, kgCO2eq, MiB; dev and test scores are sacrebleu's (0-100).
 """
 
@@ -58,7 +63,7 @@ from .io import atomic_write_json, atomic_write_text, temporary_env
 
 __all__ = ["HPOError", "NoCompletedTrialError", "StudyResult", "suggest", "PruningCallback", "run_study",
            "storage_url", "open_study", "write_study_artefacts", "free_memory", "allowed_precisions",
-           "load_study_config"]
+           "load_study_config", "RankSync"]
 
 log = logging.getLogger("adaptmllm")
 
@@ -178,24 +183,83 @@ class PruningCallback(TrainerCallback):
     the epoch, and the caller raises ``optuna.TrialPruned``.
     """
 
-    def __init__(self, trial: Any, metric: str) -> None:
+    def __init__(self, trial: Any, metric: str, sync: Optional["RankSync"] = None) -> None:
         self.trial = trial
         self.metric = metric
+        self.sync = sync
         self.pruned_at: Optional[int] = None
         self.reported: dict[int, float] = {}
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        """Report ``metrics["eval_<metric>"]`` at the current epoch; stop training if the trial is pruned."""
-        value = (metrics or {}).get(f"eval_{self.metric}")
-        if state.global_step == 0 or value is None or self.pruned_at is not None:
+        """Report ``metrics["eval_<metric>"]`` at the current epoch; stop training if the trial is pruned.
+
+        With a :class:`RankSync` of several ranks, rank 0 decides (it alone holds the trial) and
+        broadcasts the decision after every evaluation past step 0; the other ranks (``trial`` None)
+        stop when it says so, so that every rank leaves training at the same step."""
+        if state.global_step == 0:
             return control
-        step = max(1, int(round(state.epoch or 0)))
-        self.trial.report(float(value), step)
-        self.reported[step] = float(value)
-        if self.trial.should_prune():
-            self.pruned_at = step
+        if self.sync is not None and not self.sync.is_main:
+            self.pruned_at = self.pruned_at or self.sync.receive()
+        else:
+            value = (metrics or {}).get(f"eval_{self.metric}")
+            if value is not None and self.pruned_at is None:
+                step = max(1, int(round(state.epoch or 0)))
+                self.trial.report(float(value), step)
+                self.reported[step] = float(value)
+                if self.trial.should_prune():
+                    self.pruned_at = step
+            if self.sync is not None:
+                self.sync.send(self.pruned_at)
+        if self.pruned_at is not None:
             control.should_training_stop = True
         return control
+
+
+class RankSync:
+    """Rank 0 of a multi-process HPO worker telling its other ranks what to do (torch.distributed).
+
+    Every rank constructs it (collective): it joins the launcher's process group (``env://``:
+    ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT``; gloo without CUDA, NCCL and gloo with)
+    unless one exists, and opens a gloo group for small Python messages, whose timeout
+    (``timeout_s``, seconds) covers rank 0's work between trials (storage, artefacts, the final test
+    scoring). Messages (dicts, ints, None) go from rank 0 to all: :meth:`send` on rank 0,
+    :meth:`receive` on the others, in the same order.
+    """
+
+    def __init__(self, timeout_s: float = 86_400.0) -> None:
+        from datetime import timedelta
+
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group()  # the launcher's env://; default backends for this build (gloo, NCCL)
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.group = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this is rank 0 (the one that talks to the storage)."""
+        return self.rank == 0
+
+    def send(self, message: Any) -> None:
+        """Broadcast ``message`` from rank 0 (call on rank 0 only; the others call :meth:`receive`)."""
+        import torch.distributed as dist
+
+        dist.broadcast_object_list([message], src=0, group=self.group)
+
+    def barrier(self) -> None:
+        """Wait until every rank got here (e.g. all finished reading a checkpoint before rank 0 deletes it)."""
+        import torch.distributed as dist
+
+        dist.barrier(group=self.group)
+
+    def receive(self) -> Any:
+        """The next message from rank 0 (blocks until it is sent)."""
+        import torch.distributed as dist
+
+        box = [None]
+        dist.broadcast_object_list(box, src=0, group=self.group)
+        return box[0]
 
 
 class _RunName(TrainerCallback):
@@ -534,6 +598,7 @@ class _Objective:
         self.metric = config.train.metric_for_best_model
         self._baseline_known = False
         self.on_start: Any = None  # called with the trial number when a trial starts (progress bar)
+        self.sync: Optional[RankSync] = None  # several ranks per trial: rank 0 tells the others (RankSync)
 
     def __call__(self, trial: Any) -> float:
         from .data import DataError
@@ -548,6 +613,11 @@ class _Objective:
             raise  # bad input: every trial would fail the same way, so stop the study
         except Exception as e:  # noqa: BLE001 - one failed trial (e.g. out of memory) must not end the study
             message = f"{type(e).__name__}: {e}"
+            if self.sync is not None:
+                # The other ranks may be inside a collective of the failed step: this worker cannot go on.
+                # The trial is marked failed; the study goes on with the other workers (or a rerun).
+                raise HPOError(f"trial {trial.number} failed on rank 0 of a {self.sync.world_size}-process worker "
+                               f"({message}); this worker stops, rerun it to continue the study") from e
             log.warning("trial %d failed: %s\n%s", trial.number, message, traceback.format_exc())
             with contextlib.suppress(Exception):
                 trial.set_user_attr("error", message[:2000])
@@ -581,12 +651,15 @@ class _Objective:
         with timer("model"), _locked(self.hpo_dir / ".lock"):
             bundle = prepare_model(cfg, prepared.train.src + prepared.train.tgt,
                                    tokenizer_dir=cfg.run_dir / "tokenizer", progress=False, reuse_tokenizer=True)
-        pruning = PruningCallback(trial, self.metric)
+        pruning = PruningCallback(trial, self.metric, self.sync)
         memory = _PeakMemory()
         trainer = result = None
         with timer("tracking"):
             green = GreenTracker(cfg.green, trial_dir / "green", f"adaptmllm-{cfg.name}-{name}")
             green.__enter__()
+        if self.sync is not None:  # the other ranks train this trial alongside (see _follow)
+            self.sync.send({"action": "trial", "number": trial.number, "params": dict(trial.params),
+                            "baseline": need_baseline})
         try:
             with _tracking_env(cfg, self.hpo_dir, name, trial.study.study_name), memory, timer("training"):
                 trainer, result = fine_tune(
@@ -598,6 +671,9 @@ class _Objective:
         finally:
             with timer("tracking"):
                 green.__exit__(None, None, None)
+        _consolidate(trainer, result)
+        if self.sync is not None:
+            self.sync.barrier()  # every rank has loaded the best checkpoint before this one deletes them
         value = result.best_metric
         info: dict[str, Any] = {"rss_start_mb": round(rss_start, 1), "peak_rss_mb": round(memory.peak_rss_mb, 1),
                                 "peak_cuda_mb": round(memory.peak_cuda_mb, 1), "global_step": result.global_step,
@@ -634,6 +710,56 @@ class _Objective:
         if value is None:
             raise _TrialFailed("no dev evaluation happened (train.max_steps shorter than one evaluation period?)")
         return float(value)
+
+
+def _consolidate(trainer: Any, result: Any) -> None:
+    """Under ZeRO-3, gather the trained weights into ``trainer.model`` (collective: every rank calls it)."""
+    if (result.memory_plan or {}).get("zero_stage") == 3:
+        from .deepspeed import consolidated_model
+
+        consolidated_model(trainer)
+
+
+def _check_multi_process(config: Config) -> None:
+    if config.model.name_or_path == "tiny" and config.data.train is not None:
+        raise ConfigError("model.name_or_path: multi-process HPO workers need a pretrained model (the demo base or "
+                          "an NLLB checkpoint); the tiny model trained from scratch is a single-process CPU demo")
+
+
+def _follow(config: Config, prepared: Any, sync: RankSync) -> None:
+    """What a rank other than 0 of a multi-process HPO worker does: wait for rank 0's messages and train
+    each trial alongside it with the same parameters (rebuilt with ``optuna.trial.FixedTrial``), the same
+    baseline evaluation and the same pruning decisions; run the final retraining alongside it when rank 0
+    retrains the best trial; return at ``stop``. Never opens the Optuna storage and writes nothing of
+    the run folder (its own part of each checkpoint aside)."""
+    import tempfile
+
+    from .model import prepare_model
+    from .pipeline import run
+    from .train import fine_tune
+
+    metric = config.train.metric_for_best_model
+    while True:
+        msg = sync.receive()
+        if msg["action"] == "stop":
+            return None
+        if msg["action"] == "run":
+            run(config_from_dict(msg["config"]), progress=False)
+            continue
+        cfg = suggest(optuna.trial.FixedTrial(msg["params"], msg["number"]), config)
+        with tempfile.TemporaryDirectory(prefix="adaptmllm-rank-") as tok_dir:
+            bundle = prepare_model(cfg, prepared.train.src + prepared.train.tgt, tokenizer_dir=tok_dir, progress=False)
+        trainer, result = fine_tune(
+            bundle.model, bundle.tokenizer, cfg.train, prepared.train.src, prepared.train.tgt, prepared.dev.src,
+            prepared.dev.tgt, config.run_dir / "hpo" / f"trial-{msg['number']}" / "checkpoints", cfg.data.tgt_lang,
+            cfg.model.max_source_length, cfg.model.max_target_length, progress=False,
+            callbacks=[PruningCallback(None, metric, sync)], score_baseline_dev=msg["baseline"])
+        _consolidate(trainer, result)
+        sync.barrier()  # rank 0 deletes the checkpoints after this
+        if getattr(trainer, "is_deepspeed_enabled", False):
+            trainer.accelerator.free_memory()
+        del trainer, bundle, result
+        free_memory()
 
 
 def _rss_mb() -> float:
@@ -976,7 +1102,8 @@ def _remove_other_models(study: Any, hpo_dir: Path, keep_number: Optional[int]) 
                 shutil.rmtree(folder / "model", ignore_errors=True)
 
 
-def _finalize(study: Any, config: Config, prepared: Any, progress: bool, timer: _Timer) -> Any:
+def _finalize(study: Any, config: Config, prepared: Any, progress: bool, timer: _Timer,
+              sync: Optional[RankSync] = None) -> Any:
     """Score the best trial's model (kept, or retrained) on the test set against the baseline into ``<run>/best/``."""
     import torch
 
@@ -995,9 +1122,11 @@ def _finalize(study: Any, config: Config, prepared: Any, progress: bool, timer: 
         if not here:
             log.warning("the best trial's model (trial %d, %s) is not on this machine: retraining it with its "
                         "parameters", number, (best.user_attrs.get("result") or {}).get("model_dir", "not kept"))
+        final_cfg = dataclasses.replace(cfg, runs_dir=str(config.run_dir), name="best", overwrite=True)
+        if sync is not None:  # the other ranks retrain alongside (adaptmllm.pipeline.run on ranks > 0)
+            sync.send({"action": "run", "config": config_to_dict(final_cfg)})
         with timer("final"):
-            result = run(dataclasses.replace(cfg, runs_dir=str(config.run_dir), name="best", overwrite=True),
-                         progress=progress)
+            result = run(final_cfg, progress=progress)
         result.metrics["retrained"] = True
         return result
     t0 = time.perf_counter()
@@ -1151,7 +1280,7 @@ class StudyResult:
     trials_run: list = field(default_factory=list)
 
 
-def run_study(config: Config | dict, progress: bool = True) -> StudyResult:
+def run_study(config: Config | dict, progress: bool = True) -> Optional[StudyResult]:
     """Run (or resume, or join) the Optuna study of ``config`` and score its best model.
 
     Finishes ``hpo.n_trials`` trials (completed or pruned, counted over every run and worker of
@@ -1161,6 +1290,10 @@ def run_study(config: Config | dict, progress: bool = True) -> StudyResult:
     energy, and frees its memory before the next starts. Then (``hpo.finalize``) writes the study
     artefacts (see the module docstring) and scores the best model on the test set against the
     baseline into ``<run folder>/best/``, as ``adaptmllm run`` does.
+
+    Launched as several processes (``torchrun``, ``WORLD_SIZE`` > 1), each trial is trained by all of
+    them: rank 0 runs the study as above and returns the result; the other ranks train alongside it
+    (:class:`RankSync`) and return None.
 
     Raises:
         ConfigError, RunFolderError, adaptmllm.data.DataError, adaptmllm.model.ModelError: bad input.
@@ -1173,16 +1306,18 @@ def run_study(config: Config | dict, progress: bool = True) -> StudyResult:
         config = config_from_dict(config)
     if not isinstance(config, Config):
         raise ConfigError(f"config: expected adaptmllm.Config or a dict, got {type(config).__name__}")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Every rank would ask the study for a trial of its own: one trial's processes would train
-        # with different parameters. Scale out with one worker per GPU instead.
-        raise HPOError("adaptmllm hpo runs one trial per process; instead of torchrun/accelerate launch, start one "
-                       "worker per GPU (CUDA_VISIBLE_DEVICES=0 adaptmllm hpo ..., CUDA_VISIBLE_DEVICES=1 ...) "
-                       "sharing one --hpo.storage")
+    from .deepspeed import world_size
+
+    sync = None
+    if world_size() > 1:  # several processes train each trial: rank 0 alone talks to the storage
+        _check_multi_process(config)
+        sync = RankSync()
     timer = _Timer()
     t0 = time.perf_counter()
     with timer("data"):
         prepared = prepare_data(config.data)  # bad input fails before the run folder is touched
+    if sync is not None and not sync.is_main:
+        return _follow(config, prepared, sync)
     with timer("setup"):
         if config.overwrite:
             _overwrite(config)
@@ -1194,6 +1329,7 @@ def run_study(config: Config | dict, progress: bool = True) -> StudyResult:
                 study.enqueue_trial(dict(params), skip_if_exists=True)
     metric = config.train.metric_for_best_model
     objective = _Objective(config, prepared, hpo_dir, timer, progress)
+    objective.sync = sync
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     remaining = config.hpo.n_trials - done
     trials_run: list[int] = []
@@ -1250,7 +1386,7 @@ def run_study(config: Config | dict, progress: bool = True) -> StudyResult:
                 summary = write_study_artefacts(study, config, plots=config.hpo.plots, timer=timer)
             if number is not None:
                 _remove_other_models(study, hpo_dir, number if config.hpo.best_model == "keep" else None)
-                run_result = _finalize(study, config, prepared, progress, timer)
+                run_result = _finalize(study, config, prepared, progress, timer, sync)
                 with timer("artefacts"):
                     summary["best_run"] = str(run_result.run_dir)
                     run_result.metrics["hpo"] = {k: summary[k] for k in (
@@ -1260,6 +1396,8 @@ def run_study(config: Config | dict, progress: bool = True) -> StudyResult:
                     text = run_result.report.read_text(encoding="utf-8")
                     atomic_write_text(run_result.report,
                                       text.rstrip("\n") + "\n" + _hpo_markdown(summary, run_result.run_dir))
+    if sync is not None:
+        sync.send({"action": "stop"})  # the other ranks return
     timings = dict(timer.seconds)
     timings["total"] = time.perf_counter() - t0
     work = sum(timings.get(k, 0.0) for k in ("data", "model", "training", "final"))

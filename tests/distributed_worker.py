@@ -8,6 +8,7 @@ RUNS_DIR adaptmllm-arguments...`` runs ``adaptmllm.cli.main(adaptmllm-arguments)
   or removed (Python audit events ``open``, ``os.mkdir``, ``os.rename``, ``os.replace``, ``os.remove``,
   ``os.rmdir``, ``shutil.rmtree``). Writes made by native code that bypasses Python's ``open``
   (safetensors' Rust writer) are not seen; the test also compares the run folder's file list.
+- ``storages``: the Optuna storages this process opened (``optuna.storages.RDBStorage``, by URL scheme);
 - ``world_size``, ``exit``: torch.distributed's world size as the Trainer saw it, and main's return value.
 
 Observation only: nothing of adaptmllm is replaced.
@@ -22,7 +23,7 @@ from pathlib import Path
 
 record_dir, runs_dir, argv = Path(sys.argv[1]), os.path.realpath(sys.argv[2]), sys.argv[3:]
 rank = int(os.environ.get("RANK", "0"))
-record: dict = {"rank": rank, "batches": [], "writes": [], "world_size": None}
+record: dict = {"rank": rank, "batches": [], "writes": [], "storages": [], "world_size": None}
 _recording = [True]
 
 
@@ -67,6 +68,19 @@ def _recording_step(self, model, inputs, *args, **kwargs):
 
 
 Seq2SeqTrainer.training_step = _recording_step  # observes the batch, then runs the real step
+
+try:
+    import optuna
+
+    _rdb_init = optuna.storages.RDBStorage.__init__
+
+    def _recording_rdb_init(self, url, *args, **kwargs):
+        record["storages"].append(str(url).split(":", 1)[0])
+        return _rdb_init(self, url, *args, **kwargs)
+
+    optuna.storages.RDBStorage.__init__ = _recording_rdb_init  # observes, then opens the real storage
+except ImportError:  # pragma: no cover - optuna is a dependency
+    pass
 
 from adaptmllm.cli import main  # noqa: E402
 

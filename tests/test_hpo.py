@@ -465,3 +465,65 @@ def test_two_workers_share_one_study(tmp_path, shared_storage, one_thread):
     assert (tmp_path / "runs" / "shared" / "best" / "metrics.json").is_file()
     summary = json.loads((tmp_path / "runs" / "shared" / "hpo" / "summary.json").read_text())
     assert summary["storage"].startswith("postgresql" if shared_storage else "sqlite")
+
+
+def test_two_workers_of_two_processes_each_share_one_study(tmp_path, shared_storage):
+    """Two Optuna workers, each a two-process training (torchrun, gloo), on one study: no trial lost or
+    run twice, every trial trained by both processes of its worker, and only rank 0 of a worker opens
+    the storage or writes the run folder (tests/distributed_worker.py records each rank)."""
+    import collections
+    import re
+
+    from conftest import REPO
+
+    storage = shared_storage or f"sqlite:///{tmp_path / 'shared.db'}"
+    d = hpo_dict(tmp_path / "runs", "ddp", n_trials=4, storage=storage, seed=None)
+    d["train"].update(num_train_epochs=1, per_device_train_batch_size=8)
+    d["hpo"]["space"].update(per_device_train_batch_size=8, num_train_epochs=1)
+    config = write_config(d, tmp_path / "c.yaml")
+    env = {k: v for k, v in sub_env().items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",
+                                                            "MASTER_PORT", "LOCAL_WORLD_SIZE")}
+    env["PYTHONPATH"] = str(REPO)
+    workers = {}
+    for name, seed, finalize in (("a", "1", "false"), ("b", "2", "true")):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(free_port()), str(REPO / "tests" / "distributed_worker.py"),
+               str(tmp_path / f"record-{name}"), str(tmp_path / "runs"), "hpo", "--config", str(config), "--quiet",
+               "true", "--hpo.seed", seed, "--hpo.finalize", finalize]
+        log = (tmp_path / f"worker-{name}.log").open("wb")
+        workers[name] = (subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT), log)
+    try:
+        for name, (proc, log) in workers.items():
+            proc.wait(timeout=900)
+            log.close()
+            assert proc.returncode == 0, (tmp_path / f"worker-{name}.log").read_text()[-4000:]
+    finally:
+        for proc, _ in workers.values():
+            if proc.poll() is None:
+                proc.kill()
+    trials = load(d).trials
+    assert all(t.state.name == "COMPLETE" for t in trials), [(t.number, t.state.name) for t in trials]
+    assert 4 <= len(trials) <= 5  # each worker finishes the trial it runs when the count is reached
+    assert sorted(t.number for t in trials) == list(range(len(trials)))  # none lost, none run twice
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials)
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
+    # 96 pairs at a global batch of 8 x 2 ranks: 6 steps a trial (one process would take 12).
+    assert {t.user_attrs["result"]["global_step"] for t in trials} == {6}
+    own = re.compile(r"hpo/trial-\d+/checkpoints/checkpoint-\d+(/rng_state_1\.pth)?$")
+    runs = os.path.realpath(tmp_path / "runs")
+    ran = collections.Counter()
+    for name in workers:
+        ranks = {r: json.loads((tmp_path / f"record-{name}" / f"rank{r}.json").read_text()) for r in (0, 1)}
+        assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
+        assert ranks[0]["storages"] and not ranks[1]["storages"]  # rank 1 never opened the study
+        assert ranks[0]["storages"][0].startswith("postgresql" if shared_storage else "sqlite")
+        foreign = [w for w in ranks[1]["writes"] if not own.search(os.path.relpath(os.path.realpath(w[1]), runs))]
+        assert foreign == []
+        b0, b1 = ranks[0]["batches"], ranks[1]["batches"]
+        assert len(b0) == len(b1) and len(b0) % 6 == 0 and b0
+        for x, y in zip(b0, b1):
+            assert not set(map(tuple, x)) & set(map(tuple, y))  # different shards of each batch
+        ran[name] = len(b0) // 6
+    finished = collections.Counter(t.user_attrs["worker"] for t in trials)
+    assert sorted(ran.values()) == sorted(finished.values())  # rank 1 trained exactly the trials rank 0 ran
+    assert (tmp_path / "runs" / "ddp" / "best" / "metrics.json").is_file()
