@@ -206,18 +206,29 @@ def sample_flops(size, src: int, tgt: int, frozen_base: bool = False) -> float:
 
 
 # -------------------------------------------------------------------------------------------- worker
+TINY_ARCH = dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+                 encoder_ffn_dim=128, decoder_ffn_dim=128)
+"""``--model tiny-arch``: NLLB's shape (vocabulary 256,206, tied embeddings) at toy width and depth, so that a
+CPU can check the whole benchmark (``bench/gpu_check.sh --tiny``) in minutes; its numbers mean nothing."""
+
+
+def arch_config(arch: str):
+    """The ``M2M100Config`` of ``--model``: an NLLB-200 architecture (600M, 1.3B, 3.3B) or ``tiny-arch``."""
+    from adaptmllm.deepspeed import nllb_config
+
+    return nllb_config("600M", **TINY_ARCH) if arch == "tiny-arch" else nllb_config(arch)
+
+
 def _build_model(arch: str, dtype, device):
     import torch
     from transformers import M2M100ForConditionalGeneration
-
-    from adaptmllm.deepspeed import nllb_config
 
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
             torch.manual_seed(0)
-            model = M2M100ForConditionalGeneration(nllb_config(arch))
+            model = M2M100ForConditionalGeneration(arch_config(arch))
     finally:
         torch.set_default_dtype(old)
     return model
@@ -229,7 +240,7 @@ def run_variant(variant: str, ns: argparse.Namespace) -> dict:
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
     from adaptmllm.config import DeepSpeedConfig, LoraConfig, TrainConfig
-    from adaptmllm.deepspeed import (ModelSize, apply_plan_to_model, ensure_distributed_env, nllb_config,
+    from adaptmllm.deepspeed import (ModelSize, apply_plan_to_model, ensure_distributed_env, plan_memory,
                                      plan_training, trainer_class)
     from adaptmllm.lora import lora_model, model_load_kwargs
     from adaptmllm.train import resolve_precision, training_args
@@ -237,7 +248,7 @@ def run_variant(variant: str, ns: argparse.Namespace) -> dict:
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda") if cuda else torch.device("cpu")
     lengths = json.loads(Path(ns.lengths).read_text())
-    size = ModelSize.from_config(nllb_config(ns.model))
+    size = ModelSize.from_config(arch_config(ns.model))
     out_dir = Path(tempfile.mkdtemp(prefix=f"bench-{variant}-"))
     base = variant.split("-")[0]
     lora = base in ("c", "d")
@@ -258,7 +269,10 @@ def run_variant(variant: str, ns: argparse.Namespace) -> dict:
                      deepspeed=DeepSpeedConfig(stage={"b-zero2": "2", "b-zero3": "3"}.get(variant, "auto"),
                                                gpu_memory_gib=ns.lora_gpu_memory_gib if lora else ns.gpu_memory_gib))
     plan = None
-    if base == "a":
+    if base == "a":  # the planner's estimate for the baseline's setting: no DeepSpeed, no checkpointing
+        est = plan_memory(size, DeepSpeedConfig(stage="off", gpu_memory_gib=ns.gpu_memory_gib), batch,
+                          max(lengths["src"]), max(lengths["tgt"]), precision, gradient_checkpointing=False)
+        record["planner_estimate"] = est.to_dict()
         model = _build_model(ns.model, torch.float32, dev)
         args = Seq2SeqTrainingArguments(
             output_dir=str(out_dir), per_device_train_batch_size=batch, max_steps=ns.warmup + ns.steps,
@@ -300,7 +314,7 @@ def run_variant(variant: str, ns: argparse.Namespace) -> dict:
         record.update(precision=precision, optim=args.optim if isinstance(args.optim, str) else args.optim.value,
                       group_by_length=True, gradient_checkpointing=plan.gradient_checkpointing,
                       zero_stage=plan.stage, offload_optimizer=plan.offload_optimizer,
-                      offload_params=plan.offload_params, plan=plan.explanation)
+                      offload_params=plan.offload_params, plan=plan.explanation, planner_estimate=plan.to_dict())
         trainer_cls = trainer_class(plan)
         if lora:
             record["lora"] = {"r": 16, "alpha": 32, "targets": "q_proj k_proj v_proj out_proj fc1 fc2",
@@ -350,6 +364,7 @@ def run_variant(variant: str, ns: argparse.Namespace) -> dict:
            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB)
     record.update(
         tokens_per_s=round(stats["tokens"] / elapsed, 1), samples_per_s=round(stats["samples"] / elapsed, 3),
+        planned_gpu_gib=record.get("planner_estimate", {}).get("gpu_need_gib"),
         peak_mem_gib=round(mem, 2), mfu=round(stats["flops"] / elapsed / peak, 4) if peak == peak else None,
         peak_mem_kind="torch.cuda.max_memory_allocated" if cuda else "peak resident memory of the process (ru_maxrss)",
         peak_flops=peak, peak_flops_source=source, measured_s=round(elapsed, 2),
@@ -376,24 +391,26 @@ def _versions() -> dict:
 
 def table(records: list[dict]) -> str:
     """A markdown table of the records."""
-    head = "| variant | device | batch | ZeRO | tokens/s | samples/s | peak GiB | MFU | note |\n|---|---|---:|---:|---:|---:|---:|---:|---|\n"
+    head = ("| variant | device | batch | ZeRO | tokens/s | samples/s | peak GiB | planned GiB | MFU | note |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
     rows = []
     for r in records:
         if r.get("error"):
-            rows.append(f"| {r['variant']} | {r['device']} | {r['batch']} | | | | | | {r['error'][:120]} |")
+            rows.append(f"| {r['variant']} | {r['device']} | {r['batch']} | | | | | | | {r['error'][:120]} |")
             continue
         note = ("checkpointing" if r.get("gradient_checkpointing") else "") + (
             " offload" if r.get("offload_optimizer") else "")
         mfu = "" if r.get("mfu") is None else f"{100 * r['mfu']:.1f}%"
         rows.append(f"| {r['variant']} | {r['device']} | {r['batch']} | {r['zero_stage']} | {r['tokens_per_s']:,.0f} | "
-                    f"{r['samples_per_s']:.2f} | {r['peak_mem_gib']:.1f} | {mfu} | {note.strip()} |")
+                    f"{r['samples_per_s']:.2f} | {r['peak_mem_gib']:.1f} | {r.get('planned_gpu_gib') or ''} | {mfu} | "
+                    f"{note.strip()} |")
     return head + "\n".join(rows)
 
 
 def main(argv=None) -> int:
     """Measure the chosen variants (each in a subprocess), write the JSON records, print the table."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="3.3B", help="NLLB-200 architecture: 600M, 1.3B or 3.3B")
+    p.add_argument("--model", default="3.3B", help="NLLB-200 architecture: 600M, 1.3B or 3.3B (tiny-arch: a CPU check)")
     p.add_argument("--variants", default="a,b,c,d", help="comma list of a, b, b-zero2, b-zero3, c, d")
     p.add_argument("--batch", type=int, default=16, help="sentence pairs per step for a and b")
     p.add_argument("--batch-lora", type=int, default=16, help="sentence pairs per step for c and d")

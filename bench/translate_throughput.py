@@ -76,11 +76,11 @@ def load_model(name: str, workdir: Path):
         return model, tok, base
     from transformers import AutoModelForSeq2SeqLM
 
-    from adaptmllm.deepspeed import nllb_config
+    from train_throughput import arch_config  # bench/: NLLB-200 sizes, or tiny-arch for a CPU check
 
     torch.manual_seed(0)
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    model = AutoModelForSeq2SeqLM.from_config(nllb_config(name), dtype=dtype)
+    model = AutoModelForSeq2SeqLM.from_config(arch_config(name), dtype=dtype)
     folder = workdir / f"nllb-{name}"
     model.save_pretrained(str(folder))
     tok.save_pretrained(str(folder))
@@ -135,10 +135,13 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-large", type=int, default=16, help="output cap (tokens) for random-init models")
     ap.add_argument("--max-batch-tokens", type=int, default=4096)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--test-file", default=str(TEST), help="source sentences, one a line (default: LoResMT 2021 "
+                    "en-ga test, English side)")
     args = ap.parse_args(argv)
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
-    texts_all = [line.strip() for line in TEST.read_text(encoding="utf-8").splitlines() if line.strip()]
+    test_file = Path(args.test_file)
+    texts_all = [line.strip() for line in test_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     device = device_name()
     on_gpu = torch.cuda.is_available()
     bw = None if on_gpu else bandwidth_gbs()
@@ -172,6 +175,8 @@ def main(argv=None) -> int:
                     if large:
                         m = _FixedLength(m, max_new)
                 for beam in [int(b) for b in args.beams.split(",")]:
+                    if on_gpu:
+                        torch.cuda.reset_peak_memory_stats()
                     run_one(engine, m, tok, texts[:4], beam, max_new, args.max_batch_tokens)  # warm-up
                     t0 = time.perf_counter()
                     hyps = run_one(engine, m, tok, texts, beam, max_new, args.max_batch_tokens)
@@ -189,10 +194,14 @@ def main(argv=None) -> int:
                         "mean_out_tokens": round(out_tokens / len(texts), 1), "seconds": round(s, 2),
                         "threads": threads, "max_batch_tokens": None if engine == "naive" else args.max_batch_tokens,
                         "date": dt.date.today().isoformat(),
-                        "test_set": f"LoResMT 2021 en-ga test (English side), first {len(texts)} sentences",
+                        "test_set": (f"LoResMT 2021 en-ga test (English side), first {len(texts)} sentences"
+                                     if test_file == TEST else f"{test_file}, first {len(texts)} sentences"),
                     }
                     if engine.startswith("ct2-"):
                         rec["convert_s"] = round(convert_s, 1)
+                    if on_gpu and not engine.startswith("ct2-"):  # CTranslate2 allocates outside torch
+                        rec["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+                        rec["weights_gib"] = round(n_params * 2 / 2**30, 2)  # bf16 weights: the floor
                     if bw:
                         rec["bandwidth_gbs"] = round(bw, 1)
                         # batch-1 greedy decoding reads every parameter once per token step

@@ -3,7 +3,8 @@ RUNS_DIR adaptmllm-arguments...`` runs ``adaptmllm.cli.main(adaptmllm-arguments)
 ``torchrun -m adaptmllm.cli`` would, and records what this rank did into ``RECORD_DIR/rank<R>.json``:
 
 - ``batches``: the training batches this rank's Trainer stepped on (each row of ``input_ids`` without
-  padding), in order, so a test can check the ranks saw different shards of the data;
+  padding), in order, so a test can check the ranks saw different shards of the data; ``losses``:
+  this rank's training loss of each of those steps (on its own shard, before averaging over ranks);
 - ``writes``: every file or folder under ``RUNS_DIR`` this process opened for writing, created, renamed
   or removed (Python audit events ``open``, ``os.mkdir``, ``os.rename``, ``os.replace``, ``os.remove``,
   ``os.rmdir``, ``shutil.rmtree``). Writes made by native code that bypasses Python's ``open``
@@ -23,7 +24,7 @@ from pathlib import Path
 
 record_dir, runs_dir, argv = Path(sys.argv[1]), os.path.realpath(sys.argv[2]), sys.argv[3:]
 rank = int(os.environ.get("RANK", "0"))
-record: dict = {"rank": rank, "batches": [], "writes": [], "storages": [], "world_size": None}
+record: dict = {"rank": rank, "batches": [], "losses": [], "writes": [], "storages": [], "world_size": None}
 _recording = [True]
 
 
@@ -64,7 +65,9 @@ def _recording_step(self, model, inputs, *args, **kwargs):
     record["batches"].append([row[m.bool()].tolist() for row, m in zip(ids, mask)])
     if record["world_size"] is None:
         record["world_size"] = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    return _step(self, model, inputs, *args, **kwargs)
+    loss = _step(self, model, inputs, *args, **kwargs)
+    record["losses"].append(round(float(loss), 4))  # this rank's loss on its own shard of the batch
+    return loss
 
 
 Seq2SeqTrainer.training_step = _recording_step  # observes the batch, then runs the real step

@@ -141,3 +141,21 @@ def test_deepspeed_zero_across_two_processes_on_cpu(stage, tmp_path):
     assert len(losses) == 12 and sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.5, losses
     assert _foreign_writes(r1, tmp_path / "runs") == []
     assert (run_dir / "model" / "model.safetensors").is_file() and (run_dir / "report.md").is_file()
+
+
+def test_performance_doc_quotes_the_committed_distributed_measurement():
+    """docs/performance.md's table of the CPU multi-process runs is the one bench/distributed_cpu.py printed
+    from the committed JSON, and that JSON shows what the tests above assert at a larger size."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from distributed_cpu import table
+
+    results = sorted((REPO / "bench" / "results").glob("distributed-cpu-*.json"))
+    assert results, "bench/results/distributed-cpu-<date>.json is missing"
+    data = json.loads(results[-1].read_text())
+    doc = (REPO / "docs" / "performance.md").read_text(encoding="utf-8")
+    assert table(data["records"]) in doc
+    assert results[-1].name in doc
+    one, *many = data["records"]
+    for r in many:
+        assert r["world_size"] == 2 and r["global_step"] == one["global_step"] and r["files"] == one["files"]
+        assert abs(sum(r["losses"]) / len(r["losses"]) - sum(one["losses"]) / len(one["losses"])) < 0.15

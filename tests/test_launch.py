@@ -166,3 +166,11 @@ def test_every_preset_parses_through_the_cli(preset):
 
     ns = build_parser().parse_args(["run", "--config", str(preset)])
     assert ns.run.name
+
+
+def test_performance_doc_quotes_the_plan(cluster):
+    doc = (REPO / "docs" / "performance.md").read_text(encoding="utf-8")
+    assert cluster.plan.explanation in doc
+    assert f"ZeRO-3 holds {cluster.plan.states_gib:.1f} GiB of model states" in doc
+    assert f"against {cluster.single_gpu_states_gib:.1f} GiB for the same plan on one GPU" in doc
+    assert f"`train_batch_size` {cluster.deepspeed_config['train_batch_size']} = 16 per GPU x 2" in doc
