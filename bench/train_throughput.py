@@ -472,6 +472,8 @@ def main(argv=None) -> int:
         rec.update(date=date, wall_s=round(time.perf_counter() - t0, 1), corpus=lengths["source"],
                    machine={"cpu": cpu_name(), "cores": os.cpu_count(), **_versions()})
         records.append(rec)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(records, indent=2) + "\n")  # after each variant: a stopped run keeps these
         print(json.dumps({k: rec.get(k) for k in ("variant", "tokens_per_s", "samples_per_s", "peak_mem_gib", "mfu",
                                                   "zero_stage", "error")}), file=sys.stderr, flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
