@@ -157,5 +157,8 @@ def test_performance_doc_quotes_the_committed_distributed_measurement():
     assert results[-1].name in doc
     one, *many = data["records"]
     for r in many:
-        assert r["world_size"] == 2 and r["global_step"] == one["global_step"] and r["files"] == one["files"]
+        assert r["world_size"] == 2 and r["global_step"] == one["global_step"]
+        outside = (lambda files: [f for f in files if not f.startswith("checkpoints/")]) if r["zero_stage"] else list
+        assert outside(r["files"]) == outside(one["files"])  # ZeRO lays its checkpoints out its own way
         assert abs(sum(r["losses"]) / len(r["losses"]) - sum(one["losses"]) / len(one["losses"])) < 0.15
+        assert len(r["rank_losses"]) == 2 and r["rank_losses"][0] != r["rank_losses"][1]
