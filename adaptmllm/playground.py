@@ -297,21 +297,25 @@ class Playground:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def clean_files(self, max_age_s: Optional[float] = None) -> int:
-        """Delete the translated files and exports in ``workdir`` older than ``max_age_s`` seconds
-        (default ``config.file_ttl_s``). Returns how many folders were deleted."""
+        """Delete the files in ``workdir`` (translated files, exports, and with :func:`serve` Gradio's
+        own cache of uploads and handed-out files) older than ``max_age_s`` seconds (default
+        ``config.file_ttl_s``), then the folders left empty. Returns how many files were deleted."""
         age = self.config.file_ttl_s if max_age_s is None else max_age_s
         now, n = time.time(), 0
-        try:
-            folders = list(self.workdir.iterdir())
-        except OSError:
-            return 0
-        for folder in folders:
-            try:
-                if now - folder.stat().st_mtime > age:
-                    shutil.rmtree(folder, ignore_errors=True)
-                    n += 1
-            except OSError:
-                continue
+        for root, dirs, files in os.walk(self.workdir, topdown=False):
+            for name in files:
+                f = Path(root) / name
+                try:
+                    if now - f.lstat().st_mtime > age:
+                        f.unlink()
+                        n += 1
+                except OSError:
+                    continue
+            if Path(root) != self.workdir:
+                try:
+                    Path(root).rmdir()  # only when empty
+                except OSError:
+                    pass
         return n
 
     def _clean_loop(self) -> None:
@@ -1028,6 +1032,7 @@ class Server:
     playground: Playground
     local_url: str
     share_url: Optional[str]
+    gradio_cache: Optional[str] = None
 
     def close(self) -> None:
         """Stop the server and the engines; delete the uploads and files the app handed out (Gradio's
@@ -1039,6 +1044,8 @@ class Server:
                 delete_app_files(self.app)
             finally:
                 self.playground.close()
+                if self.gradio_cache is not None and os.environ.get("GRADIO_TEMP_DIR") == self.gradio_cache:
+                    os.environ.pop("GRADIO_TEMP_DIR", None)
 
     def block(self) -> None:
         """Block until Ctrl-C (SIGINT) or SIGTERM, then close (deleting every temporary file).
@@ -1256,10 +1263,19 @@ def serve(model: str | os.PathLike | Engine, baseline: str | os.PathLike | Engin
         Engine.from_path(baseline, src_lang, tgt_lang, "baseline", **kw)
     name = rd.name if rd is not None else (Path(str(model)).name if not isinstance(model, Engine) else model.name)
     pg = Playground(fine, base, c, src_lang, tgt_lang, store, title=f"adaptmllm playground: {name}", admins=admins)
+    # Gradio's cache (uploads, its leftover upload buffers, copies of handed-out files) goes inside the
+    # playground's own folder, so the clean-up on a schedule and at exit covers it (unless you set
+    # GRADIO_TEMP_DIR yourself: then Gradio's delete_cache covers the uploads it tracks)
+    own_cache = None
+    if not os.environ.get("GRADIO_TEMP_DIR"):
+        own_cache = str(pg.workdir / "gradio")
+        os.environ["GRADIO_TEMP_DIR"] = own_cache
     try:
         app = build_app(pg, show_results=True if show_results is None else show_results)
         local_url, share_url = launch(app, c, effective, users, insecure_share, quiet)
     except BaseException:
         pg.close()
+        if own_cache is not None and os.environ.get("GRADIO_TEMP_DIR") == own_cache:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
         raise
-    return Server(app, pg, local_url, share_url)
+    return Server(app, pg, local_url, share_url, own_cache)

@@ -13,13 +13,14 @@ body is read:
 - **Login throttling** (:class:`LoginThrottle`): failed logins are counted per client address and
   over all addresses; an address with too many failures is locked out for a while, and beyond the
   global rate every login attempt waits (429 with ``Retry-After``). Parallel connections do not help
-  a guesser: an attempt takes its slot before the password is checked.
+  a guesser: logins are checked one at a time, each failure counted before the next attempt.
 
 Nothing here imports Gradio; :func:`adaptmllm.playground.launch` installs the middleware.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import ipaddress
 import json
@@ -64,15 +65,15 @@ def body_limits(max_input_chars: int, max_upload_bytes: int, max_item_chars: int
 
 
 class LoginThrottle:
-    """Counts login attempts per client address and over all addresses (thread-safe).
+    """Counts failed logins per client address and over all addresses (thread-safe).
 
-    An attempt takes a slot before its password is checked (:meth:`admit`) and gives it back when the
-    login succeeded (:meth:`done`); so a failed attempt stays counted, and many parallel attempts
-    cannot all slip in before the first failure is known.
+    :class:`RequestGuard` checks one login at a time (a lock around :meth:`admit`, the password check
+    and :meth:`done`), so each failure is counted before the next attempt is admitted: parallel
+    connections do not multiply the guesses. A successful login is never counted.
 
     Args:
-        max_failures: failed attempts an address may make within ``window_s`` seconds; the next one
-            locks the address out for ``lockout_s`` seconds.
+        max_failures: failed attempts an address may make within ``window_s`` seconds; reaching it
+            locks the address out for ``lockout_s`` seconds (even with the right password).
         window_s: seconds a failed attempt counts for the per-address limit.
         lockout_s: seconds an address stays locked out.
         global_per_minute: failed attempts over all addresses in any 60 seconds; beyond it, every
@@ -91,6 +92,7 @@ class LoginThrottle:
         self._global: collections.deque = collections.deque()
         self._locked_until: dict[str, float] = {}
         self.refused = 0
+        self.failed = 0
 
     def _prune(self, now: float) -> None:
         while self._global and now - self._global[0] >= 60.0:
@@ -101,8 +103,8 @@ class LoginThrottle:
             del self._locked_until[addr]
 
     def admit(self, addr: str) -> Optional[float]:
-        """Take a slot for one login attempt from ``addr``. Returns None (go ahead, then call
-        :meth:`done`) or the seconds to wait (refused: locked out, or too many attempts overall)."""
+        """May ``addr`` try a login now? Returns None (yes: check it, then call :meth:`done`) or the
+        seconds to wait (locked out, or too many failures overall)."""
         with self._lock:
             now = self.clock()
             self._prune(now)
@@ -110,35 +112,32 @@ class LoginThrottle:
             if until is not None:
                 self.refused += 1
                 return until - now
-            q = self._per_addr.setdefault(addr, collections.deque())
-            while q and now - q[0] >= self.window_s:
-                q.popleft()
-            if len(q) >= self.max_failures:
-                self._locked_until[addr] = now + self.lockout_s
-                self.refused += 1
-                log.warning("login: a client address is locked out for %.0f s after %d failed attempts",
-                            self.lockout_s, len(q))
-                return self.lockout_s
             if len(self._global) >= self.global_per_minute:
                 self.refused += 1
-                log.warning("login: %d failed attempts in the last minute over all addresses; refusing logins "
-                            "for a while", len(self._global))
                 return max(1.0, 60.0 - (now - self._global[0]))
-            q.append(now)
-            self._global.append(now)
             return None
 
     def done(self, addr: str, ok: bool) -> None:
-        """The attempt admitted for ``addr`` ended: a success gives its slot back; a failure keeps it."""
-        if not ok:
-            log.warning("failed login attempt")
+        """Record the outcome of an admitted attempt from ``addr`` (only failures count)."""
+        if ok:
             return
         with self._lock:
-            q = self._per_addr.get(addr)
-            if q:
-                q.pop()
-            if self._global:
-                self._global.pop()
+            now = self.clock()
+            self.failed += 1
+            q = self._per_addr.setdefault(addr, collections.deque())
+            while q and now - q[0] >= self.window_s:
+                q.popleft()
+            q.append(now)
+            self._global.append(now)
+            if len(q) >= self.max_failures:
+                self._locked_until[addr] = now + self.lockout_s
+                log.warning("login: a client address is locked out for %.0f s after %d failed attempts",
+                            self.lockout_s, len(q))
+            elif len(self._global) >= self.global_per_minute:
+                log.warning("login: %d failed attempts in the last minute over all addresses; refusing logins "
+                            "for a while", len(self._global))
+            else:
+                log.warning("failed login attempt")
 
 
 def _is_loopback(host: str) -> bool:
@@ -191,6 +190,7 @@ class RequestGuard:
         self.app, self.blocks = app, blocks
         self.body_limit, self.upload_limit = int(body_limit), int(upload_limit)
         self.throttle = throttle
+        self._login_lock: Optional[asyncio.Lock] = None
 
     # -- who is asking -----------------------------------------------------------------------------
     def _auth_on(self) -> bool:
@@ -244,26 +244,23 @@ class RequestGuard:
             log.warning("refused a %d-byte request to %s (limit %d bytes)", length, path, limit)
             await _respond(send, 413, f"The request is too large ({length:,} bytes; the limit is {limit:,}).")
             return
-        if self._auth_on() and not self.is_public(method, path) and not self._signed_in(scope):
-            await _respond(send, 401, "Not authenticated")
-            return
-        if chunked or length is None:
+        login = method == "POST" and (path.rstrip("/") or "/") == "/login" and self._auth_on()
+        if chunked or (length is None and method not in ("GET", "HEAD")) or login:
+            # a body of unknown size (and a login form) is read up to the limit, never further, before
+            # anything else: the 413 comes before the 401, as for a Content-Length over the limit
             try:
                 receive = await self._buffered(receive, limit)
             except _TooLarge:
                 log.warning("refused a streamed request to %s over %d bytes", path, limit)
                 await _respond(send, 413, f"The request is too large (the limit is {limit:,} bytes).")
                 return
-        login = method == "POST" and (path.rstrip("/") or "/") == "/login" and self._auth_on()
+        if self._auth_on() and not self.is_public(method, path) and not self._signed_in(scope):
+            await _respond(send, 401, "Not authenticated")
+            return
         if not login or self.throttle is None:
             await self.app(scope, receive, send)
             return
         key = client_key(scope)
-        wait = self.throttle.admit(key)
-        if wait is not None:
-            await _respond(send, 429, "Too many login attempts; try again later.",
-                           [(b"retry-after", str(max(1, round(wait))).encode())])
-            return
         status = {"code": 0}
 
         async def send_status(message: dict) -> None:
@@ -271,10 +268,18 @@ class RequestGuard:
                 status["code"] = message["status"]
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            self.throttle.done(key, status["code"] == 200)
+        if self._login_lock is None:
+            self._login_lock = asyncio.Lock()
+        async with self._login_lock:  # one login check at a time: each failure counts before the next try
+            wait = self.throttle.admit(key)
+            if wait is not None:
+                await _respond(send, 429, "Too many login attempts; try again later.",
+                               [(b"retry-after", str(max(1, round(wait))).encode())])
+                return
+            try:
+                await self.app(scope, receive, send_status)
+            finally:
+                self.throttle.done(key, status["code"] == 200)
 
     @staticmethod
     async def _buffered(receive: Callable, limit: int) -> Callable:
