@@ -79,9 +79,9 @@ def test_an_annotator_cannot_act_as_someone_else(server):
     ann1, ann2 = _client(server, ANN1, ANN1_PW), _client(server, ANN2, ANN2_PW)
     try:
         # ann2 rates their first item 2 and marks an error on it
-        item2, *_ = ann2.predict("", api_name="/annotator_start")
-        ann2.predict("", item2, "fluency", "major", None, None, "ann2's note", "", api_name="/add_error")
-        ann2.predict("", item2, 2, api_name="/rate")
+        item2, *_ = ann2.predict(ANN2, api_name="/annotator_start")
+        ann2.predict(ANN2, item2, "fluency", "major", None, None, "ann2's note", "", api_name="/add_error")
+        ann2.predict(ANN2, item2, 2, api_name="/rate")
         # ann1, signed in as ann1, names ann2 everywhere: every action stays ann1's
         view = ann1.predict(ANN2, api_name="/annotator_start")
         assert f"for {ANN1}." in view[3] and ANN2 not in view[3]
@@ -332,12 +332,12 @@ def test_spreadsheet_cell(cell, safe):
     assert spreadsheet_cell(cell) == safe
 
 
-def test_annotator_text_reaches_the_export_as_text(server, tmp_path):
+def test_a_note_with_a_formula_stays_text_in_the_export(server, tmp_path):
     ann1 = _client(server, ANN1, ANN1_PW)
     try:
-        item, *_ = ann1.predict("", api_name="/annotator_start")
-        ann1.predict("", item, "style", "minor", None, None, FORMULA, "", api_name="/add_error")
-        ann1.predict("", item, 3, api_name="/rate")
+        item, *_ = ann1.predict(ANN1, api_name="/annotator_start")
+        ann1.predict(ANN1, item, "style", "minor", None, None, FORMULA, "", api_name="/add_error")
+        ann1.predict(ANN1, item, 3, api_name="/rate")
     finally:
         ann1.close()
     owner = _client(server, OWNER, OWNER_PW)
