@@ -14,13 +14,15 @@ Tabs:
   segment per line), beam size and maximum length; the fine-tuned and baseline translations side by
   side when a baseline model is given. A ``.txt`` (one segment per line) or ``.tsv`` (first column
   the source) upload is translated into a file to download.
-- **Human evaluation**: an annotator enters a name and rates outputs one at a time (source + one
+- **Human evaluation**: an annotator (the signed-in user when the server has logins; else a typed
+  name) rates outputs one at a time (source + one
   system's translation; systems hidden and shuffled): an SQM score (0-6) and MQM error spans
   (select text in the translation, pick category and severity). Everything is stored in SQLite at
   each click (:mod:`adaptmllm.humaneval`); a reload continues where the annotator stopped.
-- **Results** (only when the app is not shared): the per-system summary table, bar chart and a CSV
-  export. On a shared link annotators never see other people's ratings or which system is which;
-  the owner reads the results with ``adaptmllm human-eval-report`` or in the notebook.
+- **Results** (the owner only: a login named in ``admins``, ``--admin``; without logins, this
+  machine when not shared): the per-system summary table, bar chart and a CSV export. Annotators
+  never see other people's ratings or which system is which; the owner can also read the results
+  with ``adaptmllm human-eval-report`` or in the notebook.
 
 Every action is an API endpoint (``gradio_client``): ``/translate``, ``/translate_file``,
 ``/annotator_start``, ``/add_error``, ``/undo_error``, ``/rate``, and without sharing ``/summary``
@@ -36,7 +38,9 @@ and ``/export_csv``::
     client.predict("Aoife", item_id, "accuracy", "major", 0, 5, "", translation[:5], api_name="/add_error")
     client.predict("Aoife", item_id, 4, api_name="/rate")    # SQM 0-6; returns the next item
 
-Safety: sharing requires a password (:func:`check_share`); input characters, lines per file and
+Safety (see docs/security.md): requests are guarded before Gradio sees them
+(:mod:`adaptmllm.webguard`: body sizes, routes closed without a login, login throttling); sharing
+requires passwords of 12 characters or more (:func:`check_share`); input characters, lines per file and
 upload bytes are limited (:class:`adaptmllm.config.ServeConfig`); requests wait in a bounded queue
 and at most ``concurrency_limit`` translation requests are served at once, batched on the model by
 one worker thread per model (:class:`Engine`); uploaded files are read only from Gradio's upload
