@@ -175,11 +175,13 @@ def error_analysis(sources: Sequence[str], references: Sequence[str], finetuned:
 def write_segments_tsv(path: str | os.PathLike, analysis: dict, sources: Sequence[str], references: Sequence[str],
                        finetuned: Sequence[str], baseline: Optional[Sequence[str]] = None) -> Path:
     """Write every segment with both outputs and their sentence chrF++ (and its change) as a TSV
-    (header row; tabs and line breaks inside a segment become spaces), atomically. Returns the path."""
-    from .io import atomic_write_text
+    (header row; tabs and line breaks inside a segment become spaces; a segment that a spreadsheet would
+    run as a formula, starting with ``= + - @``, gets a leading ``'``: :func:`adaptmllm.io.spreadsheet_cell`),
+    atomically. Returns the path."""
+    from .io import atomic_write_text, spreadsheet_cell
 
     def clean(x: object) -> str:
-        return " ".join(str(x).replace("\t", " ").splitlines())
+        return spreadsheet_cell(" ".join(str(x).replace("\t", " ").splitlines()))
 
     per = analysis["sentence_chrf"]
     cols = ["index", "source", "reference"] + (["baseline"] if baseline is not None else []) + ["finetuned"]

@@ -188,6 +188,9 @@ def _add_serve_commands(sub) -> None:
                          "prefer --auth_file or the variable: a command line is visible to other local users")
     sv.add_argument("--auth_file", type=Optional[str], default=None,
                     help="file with one USER:PASSWORD per line (one login per translator)")
+    sv.add_argument("--admin", type=Optional[str], default=None,
+                    help="login name(s) of the owner, comma-separated: they alone see the Results tab and export "
+                         "the ratings (without logins: this machine, when not shared); annotators never do")
     sv.add_argument("--insecure-share", "--insecure_share", dest="insecure_share", action="store_true",
                     help="allow --share without a password (anyone with the link can use the server)")
     sv.add_class_arguments(ServeConfig, "serve")
@@ -314,7 +317,8 @@ def _serve(ns) -> int:
     try:
         server = serve(ns.model, ns.baseline, run_dir=ns.run, segments=ns.segments, db=ns.db, src_lang=ns.src,
                        tgt_lang=ns.tgt, config=config, share=ns.share, auth=_read_auth(ns),
-                       insecure_share=ns.insecure_share)
+                       insecure_share=ns.insecure_share,
+                       admins=[a.strip() for a in (ns.admin or "").split(",") if a.strip()])
     except (ShareError, AuthError, HumanEvalError, OSError) as e:
         print(f"adaptmllm: error: {e}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -32,6 +33,9 @@ __all__ = [
     "SearchSpaceConfig",
     "HPOConfig",
     "check_search_dim",
+    "check_run_name",
+    "check_storage_url",
+    "mask_storage_url",
     "Config",
     "load_config",
     "save_config",
@@ -675,9 +679,22 @@ class ServeConfig:
     """Also ask annotators to rate the human reference translations (a control system)."""
     seed: int = 13
     """Seed of the evaluation sample and of each annotator's shuffled order."""
+    file_ttl_s: int = 3600
+    """Seconds that uploads, translated files and exports stay on the server before they are deleted
+    (all of them are deleted when the server stops, also on SIGTERM)."""
+    login_max_failures: int = 5
+    """Failed logins a client address may make within serve.login_lockout_s seconds before it is locked out."""
+    login_lockout_s: int = 300
+    """Seconds a client address stays locked out after too many failed logins."""
+    login_global_per_minute: int = 30
+    """Failed logins over all client addresses in any minute; beyond, every login waits (a shared link
+    reaches the server through one tunnel address: this is what bounds password guessing then)."""
 
     def __post_init__(self) -> None:
         _check(bool(self.host), "serve.host", "give an address such as 127.0.0.1")
+        for name in ("file_ttl_s", "login_max_failures", "login_lockout_s", "login_global_per_minute"):
+            _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, f"serve.{name}",
+                   "must be a whole number >= 1")
         _check(self.port is None or 0 < self.port < 65536, "serve.port", "must be in 1..65535 (or empty)")
         for name in ("num_beams", "max_new_tokens", "max_beams", "max_new_tokens_limit", "max_input_chars",
                      "max_file_lines", "max_upload_bytes", "concurrency_limit", "queue_size", "max_batch_segments",
@@ -903,11 +920,10 @@ class HPOConfig:
         _check(self.pruner in HPO_PRUNERS, "hpo.pruner", f"{self.pruner!r} is not one of {HPO_PRUNERS}")
         _check(self.pruner_startup_trials >= 0, "hpo.pruner_startup_trials", "must be >= 0")
         _check(self.pruner_warmup_epochs >= 0, "hpo.pruner_warmup_epochs", "must be >= 0")
-        _check_no_secret("hpo.storage", "storage", self.storage)
         if self.storage is not None and not str(self.storage).strip():
             self.storage = None
-        _check(self.storage is None or "://" in self.storage, "hpo.storage",
-               f"{self.storage!r} is not a database URL such as postgresql://user:pw@host/db or sqlite:///study.db")
+        if self.storage is not None:
+            self.storage = check_storage_url(self.storage)
         _check(self.study_name is None or bool(str(self.study_name).strip()), "hpo.study_name", "must not be blank")
         _check(self.heartbeat_interval >= 1, "hpo.heartbeat_interval", "must be >= 1 second")
         _check(self.grace_period is None or self.grace_period > self.heartbeat_interval, "hpo.grace_period",
@@ -951,8 +967,7 @@ class Config:
     """Hyperparameter search (adaptmllm hpo)."""
 
     def __post_init__(self) -> None:
-        _check(bool(self.name) and "/" not in self.name and self.name not in (".", ".."), "name",
-               f"{self.name!r} must be a plain folder name such as 'demo'")
+        check_run_name(self.name)
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, dict) and isinstance(f.default_factory, type):
@@ -1010,10 +1025,110 @@ def _check_no_secret(name: str, key: Any, value: Any) -> None:
     for v in values:
         if isinstance(v, str) and _HF_TOKEN.search(v):
             raise ConfigError(f"{name}: holds what looks like a Hugging Face token (hf_...); {_SECRET_FIX}")
-    if name == "hpo.storage" and isinstance(value, str) and re.match(r"^[\w+]+://[^/@:]*:[^/@]+@", value):
-        raise ConfigError("hpo.storage: the URL holds a password, which would be saved in config.yaml; drop it "
-                          "from the URL (postgresql://user@host/db) and give it through PGPASSWORD or ~/.pgpass "
-                          "(PostgreSQL), or a MySQL option file (?read_default_file=~/.my.cnf)")
+    if name == "hpo.storage" and isinstance(value, str) and value.strip():
+        check_storage_url(value)
+
+
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"} | {
+    f"{d}{i}" for d in ("COM", "LPT") for i in list("123456789") + ["\u00b9", "\u00b2", "\u00b3"]}
+_FORBIDDEN_CHARS = set('<>:"/\\|?*')
+
+
+def check_run_name(name: Any, field_name: str = "name") -> str:
+    """Check that ``name`` is a plain folder name on every platform (Linux, macOS, Windows), so that
+    ``<runs_dir>/<name>`` stays inside ``runs_dir``. Returns the name.
+
+    Refused: empty; ``.`` or ``..``; a path separator or other character Windows forbids
+    (``/ \\ : * ? " < > |``); control characters; a leading or trailing space, or a trailing dot
+    (Windows drops them); a Windows device name (``CON``, ``PRN``, ``AUX``, ``NUL``, ``COM1``-``COM9``,
+    ``LPT1``-``LPT9``, also with an extension such as ``nul.txt``); more than 255 bytes in UTF-8.
+
+    Raises:
+        ConfigError: naming ``field_name``, what is wrong and an example of a good name.
+    """
+    fix = "use a plain folder name such as 'demo' or 'en-ga_lora' (letters, digits, '-', '_', '.')"
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{field_name}: the run name is empty; {fix}")
+    shown = ascii(name) if len(name) <= 80 else ascii(name[:80]) + "..."
+    if name in (".", ".."):
+        raise ConfigError(f"{field_name}: {shown} is not a folder name; {fix}")
+    bad = sorted({c for c in name if c in _FORBIDDEN_CHARS})
+    if bad:
+        raise ConfigError(f"{field_name}: {shown} holds {' '.join(bad)}, which is a path separator or is not "
+                          f"allowed in a folder name on Windows; {fix}")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        raise ConfigError(f"{field_name}: {shown} holds control characters; {fix}")
+    if name != name.strip() or name.endswith("."):
+        raise ConfigError(f"{field_name}: {shown} starts or ends with a space, or ends with a dot (Windows drops "
+                          f"them); {fix}")
+    if name.split(".")[0].upper() in _WINDOWS_RESERVED:
+        raise ConfigError(f"{field_name}: {shown} is a reserved device name on Windows; {fix}")
+    if len(name.encode("utf-8")) > 255:
+        raise ConfigError(f"{field_name}: the run name is longer than 255 bytes; {fix}")
+    return name
+
+
+_URL_SECRET_KEYS = re.compile(r"pass|pwd|secret|token|key|auth|credential", re.IGNORECASE)
+_URL_SAFE_KEYS = {"sslkey", "ssl_key", "sslkeylogfile", "read_default_file"}  # paths to files, not secrets
+
+
+def mask_storage_url(url: Any) -> str:
+    """A database URL safe to show or save: ``driver://user:***@host:port/database?key=***`` (every
+    password and every query value hidden; parsed with SQLAlchemy's ``make_url``). A URL that does
+    not parse is hidden whole (``<database URL, hidden>``)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        u = make_url(str(url).strip())
+    except Exception:  # noqa: BLE001 - whatever it is, it is not shown
+        return "<database URL, hidden>"
+    out = f"{u.drivername}://"
+    if u.username:
+        out += u.username + (":***" if u.password is not None else "") + "@"
+    elif u.password is not None:
+        out += ":***@"
+    if u.host:
+        out += u.host + (f":{u.port}" if u.port else "")
+    if u.database:
+        out += "/" + u.database
+    if u.query:
+        out += "?" + "&".join(f"{k}=***" for k in u.query)
+    return out
+
+
+def check_storage_url(url: Any, field_name: str = "hpo.storage") -> str:
+    """Check an Optuna storage URL (SQLAlchemy form) before it is saved in ``config.yaml`` and
+    ``hpo/study_config.yaml``: it must parse (``make_url``) and hold no secret, neither a password
+    (``postgresql://user:PASSWORD@host/db``, whatever characters it holds) nor a query parameter named
+    like one (``?password=``, ``?sslpassword=``, ``?passwd=``, ``?pwd=``, ``?token=``...). The
+    password belongs in ``PGPASSWORD`` or ``~/.pgpass`` (PostgreSQL) or a MySQL option file. Messages
+    never repeat the URL. Returns the URL, stripped.
+
+    Raises:
+        ConfigError: naming ``field_name`` and the fix.
+    """
+    if not isinstance(url, str):
+        raise ConfigError(f"{field_name}: expected a database URL such as postgresql://user@host/db, got "
+                          f"{type(url).__name__}")
+    try:
+        from sqlalchemy.engine import make_url
+
+        u = make_url(url.strip())
+    except ImportError:  # pragma: no cover - sqlalchemy comes with optuna
+        raise ConfigError(f"{field_name}: checking the URL needs sqlalchemy (pip install sqlalchemy)") from None
+    except Exception:  # noqa: BLE001 - the URL (maybe with a password) is never repeated
+        raise ConfigError(f"{field_name}: not a database URL such as postgresql://user@host/db or "
+                          "sqlite:////abs/path/study.db (the value is not shown: it may hold a password)") from None
+    fix = ("drop it from the URL (postgresql://user@host/db) and give it through the PGPASSWORD environment "
+           "variable or ~/.pgpass (PostgreSQL), or a MySQL option file (?read_default_file=~/.my.cnf)")
+    if u.password is not None:
+        raise ConfigError(f"{field_name}: the URL {mask_storage_url(url)} holds a password, which would be saved "
+                          f"in config.yaml; {fix}")
+    secret = [k for k in u.query if _URL_SECRET_KEYS.search(k) and k.lower() not in _URL_SAFE_KEYS]
+    if secret:
+        raise ConfigError(f"{field_name}: the URL {mask_storage_url(url)} holds a secret in its query "
+                          f"({', '.join(secret)}), which would be saved in config.yaml; {fix}")
+    return url.strip()
 
 
 def diff_dicts(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -1066,10 +1181,17 @@ def load_config(path: str | os.PathLike) -> Config:
 
 
 def save_config(config: Config, path: str | os.PathLike) -> Path:
-    """Write the config as YAML, atomically (temporary file + rename). Returns the path."""
+    """Write the config as YAML, atomically (temporary file + rename). Returns the path.
+
+    Raises:
+        ConfigError: ``hpo.storage`` was set, after the config was built, to a URL holding a secret.
+    """
     import yaml
 
     from .io import atomic_write_text
+
+    if config.hpo.storage:
+        check_storage_url(config.hpo.storage)  # never written with a password
 
     return atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True))
 

@@ -57,9 +57,9 @@ from optuna.trial import TrialState
 from transformers import TrainerCallback
 
 from .config import (HPO_DIMENSIONS, Config, ConfigError, config_from_dict, config_to_dict, load_config,
-                     save_config)
+                     mask_storage_url, save_config)
 from .config import diff_dicts as _diff
-from .io import atomic_write_json, atomic_write_text, temporary_env
+from .io import atomic_write_json, atomic_write_text, spreadsheet_cell, temporary_env
 
 __all__ = ["HPOError", "NoCompletedTrialError", "StudyResult", "suggest", "PruningCallback", "run_study",
            "storage_url", "open_study", "write_study_artefacts", "free_memory", "allowed_precisions",
@@ -393,12 +393,7 @@ def storage_url(config: Config) -> str:
 
 
 def _masked(url: str) -> str:
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1] if "@" in url else url
+    return mask_storage_url(url)
 
 
 def _study_name(config: Config) -> str:
@@ -850,7 +845,7 @@ def _write_trials_csv(study: Any, path: Path) -> Path:
     if rows:
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: spreadsheet_cell(v) for k, v in row.items()} for row in rows)
     return atomic_write_text(path, buf.getvalue())
 
 

@@ -60,6 +60,9 @@ __all__ = [
     "plot_summary",
     "write_report",
     "DB_NAME",
+    "MAX_ANNOTATOR_CHARS",
+    "MAX_NOTE_CHARS",
+    "MAX_ITEM_CHARS",
 ]
 
 DB_NAME = "human_eval.sqlite"
@@ -594,11 +597,13 @@ class HumanEvalStore:
     def export_csv(self, path: str | Path, weights: Optional[Mapping[str, float]] = None) -> Path:
         """Write every scored item as one CSV row (UTF-8, header): annotator, item_id, segment, system,
         source, output, sqm, n_errors, mqm_points (with ``weights``, default preset ``mqm``),
-        errors (a JSON list of spans), created/updated (ISO 8601 UTC). Written atomically.
+        errors (a JSON list of spans), created/updated (ISO 8601 UTC). Written atomically. Cells
+        that a spreadsheet would run as a formula (names, notes, segments starting with ``= + - @``...)
+        are neutralised with a leading ``'`` (:func:`adaptmllm.io.spreadsheet_cell`).
 
         Returns the path. Raises ``OSError`` if it cannot be written.
         """
-        from .io import atomic_write_text
+        from .io import atomic_write_text, spreadsheet_row
 
         weights = dict(weights or MQM_PRESETS["mqm"])
         buf = io.StringIO()
@@ -608,9 +613,10 @@ class HumanEvalStore:
         for a in self.annotations():
             errs = [{k: e[k] for k in ("category", "severity", "span_start", "span_end", "span_text", "note")}
                     for e in a["errors"]]
-            w.writerow([a["annotator"], a["item_id"], a["segment"], a["system"], a["source"], a["output"], a["sqm"],
-                        len(errs), _fmt(segment_mqm_points(a["errors"], weights)),
-                        json.dumps(errs, ensure_ascii=False), _iso(a["created"]), _iso(a["updated"])])
+            w.writerow(spreadsheet_row([
+                a["annotator"], a["item_id"], a["segment"], a["system"], a["source"], a["output"], a["sqm"], len(errs),
+                _fmt(segment_mqm_points(a["errors"], weights)), json.dumps(errs, ensure_ascii=False), _iso(a["created"]),
+                _iso(a["updated"])]))
         return atomic_write_text(path, buf.getvalue())
 
 
@@ -796,7 +802,7 @@ def write_report(db_path: str | Path, out_dir: Optional[str | Path] = None,
     Raises:
         HumanEvalError: the database does not exist or holds no items.
     """
-    from .io import atomic_write_json, atomic_write_text
+    from .io import atomic_write_json, atomic_write_text, spreadsheet_cell
 
     db_path = Path(db_path)
     if not db_path.is_file():
@@ -814,7 +820,7 @@ def write_report(db_path: str | Path, out_dir: Optional[str | Path] = None,
         w = csv.DictWriter(buf, fieldnames=list(summary[0]))
         w.writeheader()
         for s in summary:
-            w.writerow({k: (_num(v, 4) if isinstance(v, float) else v) for k, v in s.items()})
+            w.writerow({k: spreadsheet_cell(_num(v, 4) if isinstance(v, float) else v) for k, v in s.items()})
     paths["summary_csv"] = atomic_write_text(out / "human_eval_summary.csv", buf.getvalue())
     clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in s.items()} for s in summary]
     paths["summary_json"] = atomic_write_json(out / "human_eval_summary.json",

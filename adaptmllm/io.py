@@ -1,15 +1,18 @@
-"""Small file helpers: atomic writes, so that a kill never leaves a half-written report or config."""
+"""Small file helpers: atomic writes, so that a kill never leaves a half-written report or config, and
+cells made safe for spreadsheets (CSV/TSV formula injection)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Optional
 
-__all__ = ["atomic_write_text", "atomic_write_json", "temporary_env"]
+__all__ = ["atomic_write_text", "atomic_write_json", "temporary_env", "spreadsheet_cell", "spreadsheet_row",
+           "FORMULA_PREFIXES"]
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -57,3 +60,29 @@ def temporary_env(updates: Optional[Mapping[str, str]] = None, restore: Iterable
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet (Excel, LibreOffice, Google Sheets) read a CSV/TSV cell as a
+formula or a DDE command (OWASP, "CSV Injection": https://owasp.org/www-community/attacks/CSV_Injection)."""
+
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def spreadsheet_cell(value: Any) -> Any:
+    """A CSV/TSV cell that a spreadsheet shows as text, never runs as a formula.
+
+    A string starting with one of :data:`FORMULA_PREFIXES` (``= + - @``, tab, carriage return) gets
+    a leading single quote, as OWASP advises (``=HYPERLINK(...)`` -> ``'=HYPERLINK(...)``). Plain
+    numbers are left alone, as numbers or as strings (``-0.5``, ``+1.25``, ``1e-5``: a spreadsheet
+    reads them as numbers, not formulas); so are ``None`` and other non-strings.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def spreadsheet_row(values: Iterable[Any]) -> list:
+    """:func:`spreadsheet_cell` applied to every cell of a row (a list, or a dict's values: use
+    ``{k: spreadsheet_cell(v) for k, v in row.items()}`` for ``csv.DictWriter``)."""
+    return [spreadsheet_cell(v) for v in values]

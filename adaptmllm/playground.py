@@ -14,13 +14,15 @@ Tabs:
   segment per line), beam size and maximum length; the fine-tuned and baseline translations side by
   side when a baseline model is given. A ``.txt`` (one segment per line) or ``.tsv`` (first column
   the source) upload is translated into a file to download.
-- **Human evaluation**: an annotator enters a name and rates outputs one at a time (source + one
+- **Human evaluation**: an annotator (the signed-in user when the server has logins; else a typed
+  name) rates outputs one at a time (source + one
   system's translation; systems hidden and shuffled): an SQM score (0-6) and MQM error spans
   (select text in the translation, pick category and severity). Everything is stored in SQLite at
   each click (:mod:`adaptmllm.humaneval`); a reload continues where the annotator stopped.
-- **Results** (only when the app is not shared): the per-system summary table, bar chart and a CSV
-  export. On a shared link annotators never see other people's ratings or which system is which;
-  the owner reads the results with ``adaptmllm human-eval-report`` or in the notebook.
+- **Results** (the owner only: a login named in ``admins``, ``--admin``; without logins, this
+  machine when not shared): the per-system summary table, bar chart and a CSV export. Annotators
+  never see other people's ratings or which system is which; the owner can also read the results
+  with ``adaptmllm human-eval-report`` or in the notebook.
 
 Every action is an API endpoint (``gradio_client``): ``/translate``, ``/translate_file``,
 ``/annotator_start``, ``/add_error``, ``/undo_error``, ``/rate``, and without sharing ``/summary``
@@ -36,7 +38,9 @@ and ``/export_csv``::
     client.predict("Aoife", item_id, "accuracy", "major", 0, 5, "", translation[:5], api_name="/add_error")
     client.predict("Aoife", item_id, 4, api_name="/rate")    # SQM 0-6; returns the next item
 
-Safety: sharing requires a password (:func:`check_share`); input characters, lines per file and
+Safety (see docs/security.md): requests are guarded before Gradio sees them
+(:mod:`adaptmllm.webguard`: body sizes, routes closed without a login, login throttling); sharing
+requires passwords of 12 characters or more (:func:`check_share`); input characters, lines per file and
 upload bytes are limited (:class:`adaptmllm.config.ServeConfig`); requests wait in a bounded queue
 and at most ``concurrency_limit`` translation requests are served at once, batched on the model by
 one worker thread per model (:class:`Engine`); uploaded files are read only from Gradio's upload
@@ -51,9 +55,11 @@ import concurrent.futures
 import functools
 import hmac
 import logging
+import ipaddress
 import os
 import queue
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -63,8 +69,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 from .config import ServeConfig
-from .humaneval import (CATEGORIES, DB_NAME, SEVERITIES, SQM_LABELS, HumanEvalError, HumanEvalStore, Item,
-                        items_from_run, items_from_tsv, plot_summary, summarize)
+from .humaneval import (CATEGORIES, DB_NAME, MAX_ITEM_CHARS, MAX_NOTE_CHARS, SEVERITIES, SQM_LABELS, HumanEvalError,
+                        HumanEvalStore, Item, items_from_run, items_from_tsv, plot_summary, summarize)
+from .io import spreadsheet_cell
+from .webguard import LoginThrottle, RequestGuard, body_limits
 
 __all__ = [
     "UserInputError",
@@ -75,6 +83,7 @@ __all__ = [
     "Server",
     "parse_auth",
     "check_share",
+    "MIN_SHARE_PASSWORD_CHARS",
     "build_app",
     "launch",
     "serve",
@@ -255,25 +264,104 @@ class Playground:
         src_lang, tgt_lang: the languages the page starts with (FLORES-200 codes).
         store: the human evaluation database, or None (the tab then says how to enable it).
         title: shown at the top of the page (no file system paths: the page may be public).
+        admins: login names of the owner(s): they alone see the Results tab and export the ratings.
+
+    Identity and access (set by :func:`launch`: ``auth_required``, ``shared``): with logins, an
+    annotator is always the signed-in user, whatever name a client sends; the results are for
+    ``admins``, or, on a server without logins and not shared, for requests from this machine.
+    Translated files and exports in ``workdir`` older than ``config.file_ttl_s`` are deleted by a
+    background thread (and all of them by :meth:`close`).
     """
 
     def __init__(self, finetuned: Engine, baseline: Optional[Engine] = None, config: Optional[ServeConfig] = None,
                  src_lang: str = "eng_Latn", tgt_lang: str = "gle_Latn", store: Optional[HumanEvalStore] = None,
-                 title: str = "adaptmllm playground") -> None:
+                 title: str = "adaptmllm playground", admins: Sequence[str] = ()) -> None:
         self.finetuned, self.baseline = finetuned, baseline
         self.config = config or ServeConfig()
         self.src_lang, self.tgt_lang = src_lang, tgt_lang
         self.store = store
         self.title = title
+        self.admins = {str(a).strip() for a in admins if str(a).strip()}
+        self.auth_required = False
+        self.shared = False
         self.weights = self.config.mqm_weights()
         self.workdir = Path(tempfile.mkdtemp(prefix="adaptmllm-playground-"))
+        self._stop = threading.Event()
+        self._cleaner = threading.Thread(target=self._clean_loop, name="adaptmllm-playground-cleaner", daemon=True)
+        self._cleaner.start()
 
-    def close(self) -> None:
-        """Stop the engines and delete the temporary output files."""
-        for e in (self.finetuned, self.baseline):
-            if e is not None:
-                e.close()
+    def close(self, engines: bool = True) -> None:
+        """Delete the temporary output files and stop their clean-up thread; also stop the engines
+        unless ``engines`` is False (they serve another app)."""
+        self._stop.set()
+        if engines:
+            for e in (self.finetuned, self.baseline):
+                if e is not None:
+                    e.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def clean_files(self, max_age_s: Optional[float] = None) -> int:
+        """Delete the files in ``workdir`` (translated files, exports, and with :func:`serve` Gradio's
+        own cache of uploads and handed-out files) older than ``max_age_s`` seconds (default
+        ``config.file_ttl_s``), then the folders left empty. Returns how many files were deleted."""
+        age = self.config.file_ttl_s if max_age_s is None else max_age_s
+        now, n = time.time(), 0
+        for root, dirs, files in os.walk(self.workdir, topdown=False):
+            for name in files:
+                f = Path(root) / name
+                try:
+                    if now - f.lstat().st_mtime > age:
+                        f.unlink()
+                        n += 1
+                except OSError:
+                    continue
+            if Path(root) != self.workdir:
+                try:
+                    Path(root).rmdir()  # only when empty
+                except OSError:
+                    pass
+        return n
+
+    def _clean_loop(self) -> None:
+        period = cache_period_s(self.config.file_ttl_s)
+        while not self._stop.wait(period):
+            try:
+                self.clean_files()
+            except Exception:  # noqa: BLE001 - a clean-up failure must not stop the server
+                log.warning("clean-up of %s failed", self.workdir, exc_info=True)
+
+    # -- identity and access ---------------------------------------------------------------------------
+    def annotator_for(self, typed: Any, username: Optional[str]) -> Any:
+        """Who a request acts as: the signed-in user when the server has logins (a name sent by the
+        client is ignored), else the typed name.
+
+        Raises:
+            UserInputError: the server has logins but the request carries none.
+        """
+        if username:
+            return username
+        if self.auth_required:
+            raise UserInputError("Sign in first (reload the page).")
+        return typed
+
+    def is_owner(self, username: Optional[str], client_host: Optional[str] = None) -> bool:
+        """Whether a request may read the results: a login named in ``admins``; without logins, a
+        request from this machine to a server that is not shared."""
+        if username:
+            return username in self.admins
+        if self.auth_required or self.shared:
+            return False
+        try:
+            return ipaddress.ip_address(client_host or "").is_loopback
+        except ValueError:
+            return client_host == "localhost"
+
+    def check_owner(self, username: Optional[str], client_host: Optional[str] = None) -> None:
+        """Raises :class:`UserInputError` unless :meth:`is_owner`."""
+        if not self.is_owner(username, client_host):
+            log.warning("refused the results to %s", "a signed-in annotator" if username else "a remote client")
+            raise UserInputError("The results are for the owner of this server only; annotators never see "
+                                 "other people's ratings.")
 
     # -- translation ---------------------------------------------------------------------------------
     def _settings(self, src: Any, tgt: Any, num_beams: Any, max_new_tokens: Any) -> tuple[str, str, int, int]:
@@ -424,8 +512,8 @@ class Playground:
             body = "".join(t + "\n" for t in out_f)
         else:
             head = "source\ttranslation" + ("\tbaseline" if base is not None else "")
-            body = head + "\n" + "".join(
-                _clean_line(s) + "\t" + f + (("\t" + b) if base is not None else "") + "\n"
+            body = head + "\n" + "".join(  # cells a spreadsheet would run as formulas get a leading '
+                "\t".join(spreadsheet_cell(x) for x in [_clean_line(s), f] + ([b] if base is not None else [])) + "\n"
                 for s, f, b in zip(segs, out_f, out_b))
         out.write_text(body, encoding="utf-8")
         msg = f"Translated {len(todo):,} segments in {time.perf_counter() - t0:.1f} s."
@@ -475,22 +563,23 @@ class Playground:
                 None, None, None, "")
 
     def annotator_start(self, annotator: Any, username: Optional[str] = None) -> tuple:
-        """Register the annotator (or the logged-in user when the name is empty) and return their
-        next item (see :meth:`_view`). Raises :class:`HumanEvalError` / :class:`UserInputError`."""
+        """Register the annotator and return their next item (see :meth:`_view`). With a login
+        (``username``), the annotator is the signed-in user and ``annotator`` is ignored (see
+        :meth:`annotator_for`). Raises :class:`HumanEvalError` / :class:`UserInputError`."""
         store = self._store()
-        if (not isinstance(annotator, str) or not annotator.strip()) and username:
-            annotator = username
-        name = store.register(annotator)
+        name = store.register(self.annotator_for(annotator, username))
         return self._view(name, store.next_item(name))
 
     def add_error(self, annotator: Any, item_id: Any, category: Any, severity: Any, span_start: Any = None,
-                  span_end: Any = None, note: Any = "", span_text: Any = "") -> list:
+                  span_end: Any = None, note: Any = "", span_text: Any = "", username: Optional[str] = None) -> list:
         """Record an MQM error span and return the highlighted errors.
 
         The span is character offsets ``[span_start, span_end)`` into the translation, checked
         against ``span_text`` (the selected text) when both are given; neither: the whole segment.
+        ``username``: the signed-in user, who is the annotator (see :meth:`annotator_for`).
         Raises :class:`HumanEvalError`."""
         store = self._store()
+        annotator = self.annotator_for(annotator, username)
         if item_id is None or item_id == "":
             raise UserInputError("Press Start to get a segment first.")
         store.add_error(annotator, int(item_id), category, severity,
@@ -499,30 +588,36 @@ class Playground:
         item = store.item(int(item_id))
         return self._highlight(item, store.errors(annotator, item.id))
 
-    def undo_error(self, annotator: Any, item_id: Any) -> list:
+    def undo_error(self, annotator: Any, item_id: Any, username: Optional[str] = None) -> list:
         """Delete the annotator's last error span on the item; return the highlighted errors."""
         store = self._store()
+        annotator = self.annotator_for(annotator, username)
         if item_id is None or item_id == "":
             raise UserInputError("Press Start to get a segment first.")
         store.remove_last_error(annotator, int(item_id))
         item = store.item(int(item_id))
         return self._highlight(item, store.errors(annotator, item.id))
 
-    def rate(self, annotator: Any, item_id: Any, sqm: Any) -> tuple:
+    def rate(self, annotator: Any, item_id: Any, sqm: Any, username: Optional[str] = None) -> tuple:
         """Store the SQM score (0-6) of the item and return the annotator's next item (see :meth:`_view`).
+        ``username``: the signed-in user, who is the annotator (see :meth:`annotator_for`).
 
         Raises:
             HumanEvalError: no score, out of range, unknown item; UserInputError: no item yet.
         """
         store = self._store()
+        annotator = self.annotator_for(annotator, username)
         if item_id is None or item_id == "":
             raise UserInputError("Press Start to get a segment first.")
         store.rate(annotator, int(item_id), sqm)
         name = store.register(annotator)
         return self._view(name, store.next_item(name))
 
-    def summary(self) -> tuple[list[list], Any]:
-        """Per-system summary rows (for a table) and the bar chart (a matplotlib figure)."""
+    def summary(self, username: Optional[str] = None, client_host: Optional[str] = "127.0.0.1"
+                ) -> tuple[list[list], Any]:
+        """Per-system summary rows (for a table) and the bar chart (a matplotlib figure); for the
+        owner only (see :meth:`is_owner`, else :class:`UserInputError`)."""
+        self.check_owner(username, client_host)
         store = self._store()
         annotations = store.annotations()
         summary = summarize(annotations, self.weights)
@@ -531,8 +626,10 @@ class Playground:
                 + [s[f"errors_{c.replace(' ', '_')}"] for c in CATEGORIES] for s in summary]
         return rows, plot_summary(summary, weights=self.weights, annotations=annotations)
 
-    def export_csv(self) -> str:
-        """Write every annotation to a CSV file and return its path."""
+    def export_csv(self, username: Optional[str] = None, client_host: Optional[str] = "127.0.0.1") -> str:
+        """Write every annotation to a CSV file and return its path; for the owner only (see
+        :meth:`is_owner`, else :class:`UserInputError`)."""
+        self.check_owner(username, client_host)
         out = self.workdir / uuid.uuid4().hex / "human_eval_annotations.csv"
         return str(self._store().export_csv(out, self.weights))
 
@@ -662,20 +759,17 @@ def parse_auth(auth: Any) -> Optional[list[tuple[str, str]]]:
 
 
 def _auth_checker(users: list[tuple[str, str]]) -> Callable:
-    """An async login check: constant-time comparison; failed attempts slow down (brute force)."""
+    """An async login check with a constant-time comparison. Guessing is bounded before it gets here:
+    :class:`adaptmllm.webguard.LoginThrottle` counts attempts per client address and over all."""
     table = {u: p.encode() for u, p in users}
-    failures: list[float] = []
 
     async def check(username: str, password: str) -> bool:
         want = table.get(username)
         ok = hmac.compare_digest(want if want is not None else b"\0" * 16, (password or "").encode())
-        ok = ok and want is not None
-        if not ok:
-            now = time.monotonic()
-            failures[:] = [t for t in failures if now - t < 60] + [now]
-            log.warning("failed login attempt (%d in the last minute)", len(failures))
-            await asyncio.sleep(min(3.0, 0.1 * len(failures)))
-        return ok
+        if not (ok and want is not None):
+            await asyncio.sleep(0.05)  # a failure is never faster than a success
+            return False
+        return True
 
     return check
 
@@ -696,17 +790,44 @@ def check_share(share: Optional[bool], auth: Any, insecure_share: bool = False) 
     ``GRADIO_SHARE=true``. Returns the effective ``share``.
 
     Raises:
-        ShareError: sharing without ``auth`` and without ``insecure_share``.
+        ShareError: sharing without ``auth`` and without ``insecure_share``, or with a password shorter
+            than :data:`MIN_SHARE_PASSWORD_CHARS` characters (naming the user, never the password).
     """
     effective = bool(share) if share is not None else (
         _in_colab() or os.environ.get("GRADIO_SHARE", "").lower() == "true")
-    if effective and not parse_auth(auth) and not insecure_share:
+    users = parse_auth(auth)
+    if effective and not users and not insecure_share:
         raise ShareError("a shared link is public: give a user name and password (--auth USER:PASSWORD, or "
                          "auth=('user', 'password') in Python), or pass --insecure-share to share without one")
+    if effective:
+        short = [u for u, p in users or [] if len(p) < MIN_SHARE_PASSWORD_CHARS]
+        if short:
+            raise ShareError(f"a shared link is public: the password of {', '.join(repr(u) for u in short)} is shorter "
+                             f"than {MIN_SHARE_PASSWORD_CHARS} characters; use a longer one, e.g. from "
+                             "python -c \"import secrets; print(secrets.token_urlsafe(16))\"")
     return effective
 
 
+MIN_SHARE_PASSWORD_CHARS = 12
+"""Shortest password accepted for a shared (public) link."""
+
+
+def cache_period_s(ttl_s: float) -> float:
+    """Seconds between two clean-ups of files older than ``ttl_s`` seconds: half the age, at most 10
+    minutes, at least 1 second."""
+    return float(max(1, min(600, int(ttl_s) // 2)))
+
+
 # -- the app ----------------------------------------------------------------------------------------------
+def _username(request: Any) -> Optional[str]:
+    return getattr(request, "username", None) or None
+
+
+def _client_host(request: Any) -> Optional[str]:
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None)
+
+
 CSS = """
 .am-output textarea {font-size: 1.05em}
 .am-progress {min-height: 2em}
@@ -724,10 +845,11 @@ def build_app(playground: Playground, show_results: bool = True) -> Any:
 
     Args:
         playground: the loaded models, limits and annotation store.
-        show_results: add the Results tab (summary, chart, CSV export). Leave it off on a shared
-            link: annotators should not see other people's ratings nor which system is which.
+        show_results: add the Results tab (summary, chart, CSV export). It is shown only to the owner
+            (:meth:`Playground.is_owner`), and its endpoints refuse everyone else.
     Returns:
-        the ``gr.Blocks``, its queue configured (size and concurrency from the config).
+        the ``gr.Blocks``, its queue configured (size and concurrency from the config); uploads and
+        files it hands out are deleted once older than ``config.file_ttl_s`` seconds.
     """
     import gradio as gr
 
@@ -739,7 +861,8 @@ def build_app(playground: Playground, show_results: bool = True) -> Any:
     translate_limit = dict(concurrency_limit=c.concurrency_limit, concurrency_id="translate")
     annotate_limit = dict(concurrency_limit=8, concurrency_id="annotate")
 
-    with gr.Blocks(title=pg.title, analytics_enabled=False) as app:
+    ttl = int(c.file_ttl_s)
+    with gr.Blocks(title=pg.title, analytics_enabled=False, delete_cache=(int(cache_period_s(ttl)), ttl)) as app:
         gr.Markdown(f"# {pg.title}")
         with gr.Tabs():
             with gr.Tab("Translate", id="translate"):
@@ -789,6 +912,7 @@ def build_app(playground: Playground, show_results: bool = True) -> Any:
                     "(SQM) and press *Submit*. Severities: *minor* (a small flaw), *major* (meaning or "
                     "understanding is affected), *non-translation* (not a translation of the source at all).")
                 with gr.Row():
+                    # with logins the annotator is the signed-in user: the box shows it, read-only (see who())
                     name = gr.Textbox(label="Your name or annotator id", max_lines=1, scale=3, elem_id="am-name")
                     start = gr.Button("Start / continue", variant="primary", scale=1)
                 progress_md = gr.Markdown(elem_classes="am-progress", label="progress")
@@ -816,10 +940,23 @@ def build_app(playground: Playground, show_results: bool = True) -> Any:
                 view = [item_id, source, output, progress_md, marked, sqm, span_start, span_end, span_text]
 
                 def start_fn(annotator, request: gr.Request):
-                    return pg.annotator_start(annotator, getattr(request, "username", None))
+                    return pg.annotator_start(annotator, _username(request))
 
                 start_fn.__name__ = "annotator_start"
                 start_fn.__annotations__ = {"request": gr.Request}  # real types: annotations are strings here
+
+                def add_fn(annotator, item, cat, sev, s0, s1, note_, text_, request: gr.Request):
+                    return pg.add_error(annotator, item, cat, sev, s0, s1, note_, text_, username=_username(request))
+
+                def undo_fn(annotator, item, request: gr.Request):
+                    return pg.undo_error(annotator, item, username=_username(request))
+
+                def rate_fn(annotator, item, score, request: gr.Request):
+                    return pg.rate(annotator, item, score, username=_username(request))
+
+                for fn, fname in ((add_fn, "add_error"), (undo_fn, "undo_error"), (rate_fn, "rate")):
+                    fn.__name__ = fname
+                    fn.__annotations__ = {"request": gr.Request}
                 start.click(_friendly(start_fn), [name], view, api_name="annotator_start", **annotate_limit).then(
                     None, None, None, js=READONLY_JS, api_visibility="private", queue=False)
                 name.submit(_friendly(start_fn), [name], view, api_visibility="private", **annotate_limit).then(
@@ -834,18 +971,20 @@ def build_app(playground: Playground, show_results: bool = True) -> Any:
                 on_select.__annotations__ = {"evt": gr.SelectData}
                 output.select(on_select, None, [span_start, span_end, span_text], api_visibility="private",
                               queue=False)
-                add.click(_friendly(pg.add_error),
+                add.click(_friendly(add_fn),
                           [name, item_id, category, severity, span_start, span_end, note, span_text],
                           [marked], api_name="add_error", **annotate_limit).success(
                     lambda: (None, None, "", ""), None, [span_start, span_end, span_text, note],
                     api_visibility="private", queue=False)
-                undo.click(_friendly(pg.undo_error), [name, item_id], [marked], api_name="undo_error",
+                undo.click(_friendly(undo_fn), [name, item_id], [marked], api_name="undo_error",
                            **annotate_limit)
-                submit.click(_friendly(pg.rate), [name, item_id, sqm], view, api_name="rate", **annotate_limit).then(
+                submit.click(_friendly(rate_fn), [name, item_id, sqm], view, api_name="rate", **annotate_limit).then(
                     None, None, None, js=READONLY_JS, api_visibility="private", queue=False)
 
+            results_tab = None
             if show_results:
-                with gr.Tab("Results", id="results"):
+                # hidden until who() finds the owner; the endpoints check again (check_owner)
+                with gr.Tab("Results", id="results", visible=False) as results_tab:
                     gr.Markdown("Per system: mean SQM with its 95% confidence interval, MQM points per 100 source "
                                 f"words (weights {', '.join(f'{k} {v:g}' for k, v in pg.weights.items())}) and "
                                 "error counts by category.")
@@ -854,15 +993,30 @@ def build_app(playground: Playground, show_results: bool = True) -> Any:
                     chart = gr.Plot(label="Chart")
                     export_btn = gr.Button("Export annotations (CSV)")
                     export_file = gr.File(label="Annotations", interactive=False)
-                    refresh.click(_friendly(pg.summary), None, [table, chart], api_name="summary", **annotate_limit)
-                    export_btn.click(_friendly(pg.export_csv), None, [export_file], api_name="export_csv",
+
+                    def summary_fn(request: gr.Request):
+                        return pg.summary(_username(request), _client_host(request))
+
+                    def export_fn(request: gr.Request):
+                        return pg.export_csv(_username(request), _client_host(request))
+
+                    for fn, fname in ((summary_fn, "summary"), (export_fn, "export_csv")):
+                        fn.__name__ = fname
+                        fn.__annotations__ = {"request": gr.Request}
+                    refresh.click(_friendly(summary_fn), None, [table, chart], api_name="summary", **annotate_limit)
+                    export_btn.click(_friendly(export_fn), None, [export_file], api_name="export_csv",
                                      **annotate_limit)
 
         def who(request: gr.Request):
-            return getattr(request, "username", None) or ""
+            user = _username(request)
+            box = gr.update(value=user, interactive=False) if user else gr.update()
+            owner = pg.is_owner(user, _client_host(request))
+            return (box, gr.update(visible=owner)) if results_tab is not None else box
 
         who.__annotations__ = {"request": gr.Request}
-        app.load(who, None, [name], api_visibility="private", queue=False)
+        app.load(who, None, [name] + ([results_tab] if results_tab is not None else []), api_visibility="private",
+                 queue=False)
+    app.adaptmllm_playground = pg
     app.queue(max_size=c.queue_size, default_concurrency_limit=4)
     return app
 
@@ -882,23 +1036,72 @@ class Server:
     playground: Playground
     local_url: str
     share_url: Optional[str]
+    gradio_cache: Optional[str] = None
 
     def close(self) -> None:
-        """Stop the server and the engines; delete temporary files."""
+        """Stop the server and the engines; delete the uploads and files the app handed out (Gradio's
+        cache) and the playground's temporary folder. Safe to call twice."""
         try:
             self.app.close()
         finally:
-            self.playground.close()
+            try:
+                delete_app_files(self.app)
+            finally:
+                self.playground.close()
+                if self.gradio_cache is not None and os.environ.get("GRADIO_TEMP_DIR") == self.gradio_cache:
+                    os.environ.pop("GRADIO_TEMP_DIR", None)
 
     def block(self) -> None:
-        """Block until Ctrl-C, then close."""
+        """Block until Ctrl-C (SIGINT) or SIGTERM, then close (deleting every temporary file).
+
+        The signal handlers are installed here (in the main thread only); the previous ones are put
+        back when it returns."""
+        old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old[sig] = signal.signal(sig, _interrupt)
         try:
             while True:
                 time.sleep(0.5)
         except KeyboardInterrupt:
-            pass
+            log.info("stopping: deleting uploads, exports and temporary files")
         finally:
-            self.close()
+            try:
+                self.close()
+            finally:
+                for sig, handler in old.items():
+                    signal.signal(sig, handler)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def delete_app_files(app: Any) -> int:
+    """Delete every file a Gradio app keeps in its cache (uploads, and files handed out such as
+    translated files and exports), and the folders Gradio made for them when left empty.
+    Returns how many files were deleted."""
+    from gradio.utils import get_upload_folder
+
+    root = Path(get_upload_folder()).resolve()
+    files = [Path(f) for s in getattr(app, "temp_file_sets", []) for f in list(s)]
+    n = 0
+    for f in files:
+        try:
+            f.unlink()
+            n += 1
+        except OSError:
+            continue
+        parent = f.parent.resolve()
+        while parent != root and root in parent.parents:
+            try:
+                parent.rmdir()  # only when empty
+            except OSError:
+                break
+            parent = parent.parent
+    for s in getattr(app, "temp_file_sets", []):
+        s.clear()
+    return n
 
 
 def launch(app: Any, config: Optional[ServeConfig] = None, share: Optional[bool] = False, auth: Any = None,
@@ -914,26 +1117,46 @@ def launch(app: Any, config: Optional[ServeConfig] = None, share: Optional[bool]
         quiet: print nothing.
     Returns:
         ``(local_url, share_url or None)``.
+    The app is guarded (:class:`adaptmllm.webguard.RequestGuard`): request bodies over the limits of
+    :func:`adaptmllm.webguard.body_limits` get 413 before they are read; with logins, every route but
+    the login page and static files needs a session, and logins are throttled
+    (``config.login_*``). Gradio features the app does not use are off: run history, the OpenAPI
+    schema and docs pages, MCP, monitoring, the PWA manifest, server-side rendering.
+
     Raises:
-        ShareError: sharing without auth (see :func:`check_share`).
-        AuthError: a malformed ``auth``.
+        ShareError: sharing without auth, or with a short password (see :func:`check_share`).
+        AuthError: a malformed ``auth``, or an admin (``Playground.admins``) without a login.
         OSError: the port is taken.
     """
     c = config or ServeConfig()
     users = parse_auth(auth)
     effective = check_share(share, users, insecure_share)
+    pg = getattr(app, "adaptmllm_playground", None)
+    if pg is not None:
+        missing = sorted(pg.admins - {u for u, _ in users or []})
+        if users and missing:
+            raise AuthError(f"--admin: no login named {', '.join(map(repr, missing))}; add it to --auth_file "
+                            "(USER:PASSWORD lines) or --auth")
+        pg.auth_required, pg.shared = bool(users), bool(effective)
     _install_redactor([p for _, p in users or []])
     if effective and not users:
         log.warning("sharing WITHOUT a password (--insecure-share): anyone with the link can use this server")
     if not effective and not users and c.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s without a password: anyone on the network can use this server", c.host)
+    from starlette.middleware import Middleware
+
+    body_limit, upload_limit = body_limits(c.max_input_chars, c.max_upload_bytes, MAX_ITEM_CHARS, MAX_NOTE_CHARS)
+    throttle = LoginThrottle(c.login_max_failures, c.login_lockout_s, c.login_lockout_s, c.login_global_per_minute)
+    guard = Middleware(RequestGuard, blocks=app, body_limit=body_limit, upload_limit=upload_limit, throttle=throttle)
     app.launch(
         server_name=c.host, server_port=c.port, share=effective, auth=_auth_checker(users) if users else None,
         auth_message="Sign in with the user name and password you were given." if users else None,
         max_file_size=c.max_upload_bytes, show_error=False, prevent_thread_lock=True, quiet=quiet,
         ssr_mode=False, enable_monitoring=False, mcp_server=False, pwa=False, strict_cors=True, css=CSS,
-        footer_links=["api"],
+        footer_links=["api"], run_history=False,
+        app_kwargs={"middleware": [guard], "openapi_url": None, "docs_url": None, "redoc_url": None},
     )
+    app.adaptmllm_throttle = throttle
     return app.local_url, (app.share_url if effective else None)
 
 
@@ -995,7 +1218,8 @@ def serve(model: str | os.PathLike | Engine, baseline: str | os.PathLike | Engin
           run_dir: str | os.PathLike | None = None, segments: str | os.PathLike | None = None,
           db: str | os.PathLike | None = None, src_lang: Optional[str] = None, tgt_lang: Optional[str] = None,
           config: Optional[ServeConfig] = None, share: Optional[bool] = False, auth: Any = None,
-          insecure_share: bool = False, show_results: Optional[bool] = None, quiet: bool = False) -> Server:
+          insecure_share: bool = False, show_results: Optional[bool] = None, admins: Sequence[str] = (),
+          quiet: bool = False) -> Server:
     """Load the model(s) once, build the app and launch it (non-blocking; ``server.block()`` waits).
 
     Args:
@@ -1008,10 +1232,14 @@ def serve(model: str | os.PathLike | Engine, baseline: str | os.PathLike | Engin
         src_lang, tgt_lang: the languages the page starts with (default: the run's, else the tokenizer's).
         config: :class:`ServeConfig` (limits, batching, MQM weights).
         share, auth, insecure_share: see :func:`launch`.
-        show_results: add the Results tab (default: only when not shared).
+        show_results: add the Results tab (default: yes). Only the owner sees it: a login named in
+            ``admins``, or, without logins on a server that is not shared, this machine.
+        admins: login names of the owner(s) (``adaptmllm serve --admin NAME``); annotators never see
+            the results.
         quiet: print nothing.
     Raises:
-        ShareError, AuthError: see :func:`launch`; adaptmllm.model.ModelError: a model cannot be loaded;
+        ShareError, AuthError: see :func:`launch` (also: an admin without a login);
+        adaptmllm.model.ModelError: a model cannot be loaded;
         HumanEvalError: the segments file is malformed or does not match the database.
     """
     from .languages import check_code
@@ -1019,6 +1247,10 @@ def serve(model: str | os.PathLike | Engine, baseline: str | os.PathLike | Engin
     c = config or ServeConfig()
     users = parse_auth(auth)
     effective = check_share(share, users, insecure_share)  # refuse before loading anything
+    missing = sorted({str(a).strip() for a in admins} - {u for u, _ in users or []})
+    if missing:
+        raise AuthError(f"--admin: no login named {', '.join(map(repr, missing))}; the owner signs in like the "
+                        "annotators: add a USER:PASSWORD line for them to --auth_file (or --auth)")
     model_ref = model if isinstance(model, Engine) else Path(model) if Path(model).exists() else model
     rd = Path(run_dir) if run_dir is not None else None
     if rd is None and isinstance(model_ref, Path) and (model_ref.parent / "config.yaml").is_file():
@@ -1034,11 +1266,20 @@ def serve(model: str | os.PathLike | Engine, baseline: str | os.PathLike | Engin
     base = baseline if (baseline is None or isinstance(baseline, Engine)) else \
         Engine.from_path(baseline, src_lang, tgt_lang, "baseline", **kw)
     name = rd.name if rd is not None else (Path(str(model)).name if not isinstance(model, Engine) else model.name)
-    pg = Playground(fine, base, c, src_lang, tgt_lang, store, title=f"adaptmllm playground: {name}")
+    pg = Playground(fine, base, c, src_lang, tgt_lang, store, title=f"adaptmllm playground: {name}", admins=admins)
+    # Gradio's cache (uploads, its leftover upload buffers, copies of handed-out files) goes inside the
+    # playground's own folder, so the clean-up on a schedule and at exit covers it (unless you set
+    # GRADIO_TEMP_DIR yourself: then Gradio's delete_cache covers the uploads it tracks)
+    own_cache = None
+    if not os.environ.get("GRADIO_TEMP_DIR"):
+        own_cache = str(pg.workdir / "gradio")
+        os.environ["GRADIO_TEMP_DIR"] = own_cache
     try:
-        app = build_app(pg, show_results=(not effective) if show_results is None else show_results)
+        app = build_app(pg, show_results=True if show_results is None else show_results)
         local_url, share_url = launch(app, c, effective, users, insecure_share, quiet)
     except BaseException:
         pg.close()
+        if own_cache is not None and os.environ.get("GRADIO_TEMP_DIR") == own_cache:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
         raise
-    return Server(app, pg, local_url, share_url)
+    return Server(app, pg, local_url, share_url, own_cache)

@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/playground_load.py --model runs/demo/model
 
-Starts ``adaptmllm serve`` in a subprocess (with a password, as a shared server would have) on
-127.0.0.1 with a fresh annotation database, then ``--clients`` clients (default 50) each make
-``--requests`` translation requests (default 20) at once; ``--annotators`` of them (default 10)
-also submit one annotation (an MQM error span and an SQM score) after each translation. Afterwards
+Starts ``adaptmllm serve`` in a subprocess (with passwords, as a shared server would have: one login
+per annotator, ``--auth_file``) on 127.0.0.1 with a fresh annotation database, then ``--clients``
+clients (default 50) each make ``--requests`` translation requests (default 20) at once;
+``--annotators`` of them (default 10), each signed in as their own login, also submit one annotation
+(an MQM error span and an SQM score) after each translation. Afterwards
 the annotations in the database are counted: every acknowledged one must be there.
 
 Writes ``bench/results/playground-load-<date>.json`` with ``errors``, ``lost_annotations``,
@@ -123,10 +124,15 @@ def main() -> int:
     db = work / "human_eval.sqlite"
     port = free_port()
     password = secrets.token_urlsafe(16)
-    env = dict(os.environ, ADAPTMLLM_AUTH=f"bench:{password}", GRADIO_ANALYTICS_ENABLED="False",
-               HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    # the annotator is the signed-in user: one login per annotator, as for a team of translators
+    logins = {"bench": password} | {f"bench-annotator-{i}": secrets.token_urlsafe(16) for i in range(args.annotators)}
+    auth_file = work / "logins.txt"
+    auth_file.write_text("".join(f"{u}:{p}\n" for u, p in logins.items()), encoding="utf-8")
+    auth_file.chmod(0o600)
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env.pop("ADAPTMLLM_AUTH", None)
     cmd = [sys.executable, "-m", "adaptmllm.cli", "serve", "--model", args.model, "--run", str(run), "--db", str(db),
-           "--serve.port", str(port), *args.serve_args]
+           "--serve.port", str(port), "--auth_file", str(auth_file), *args.serve_args]
     log = (work / "server.log").open("w")
     info = machine()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -138,7 +144,8 @@ def main() -> int:
         clients = [None] * args.clients
 
         def connect(i: int) -> None:
-            clients[i] = Client(url, auth=("bench", password), verbose=False)
+            user = f"bench-annotator-{i}" if i < args.annotators else "bench"
+            clients[i] = Client(url, auth=(user, logins[user]), verbose=False)
 
         ts = [threading.Thread(target=connect, args=(i,)) for i in range(args.clients)]
         for t in ts:
@@ -231,7 +238,7 @@ def main() -> int:
         "annotation_p50_s": round(pct(ann_lat, 50), 4), "annotation_p95_s": round(pct(ann_lat, 95), 4),
         "wall_s": round(wall, 2),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        "password_in_server_log": password in server_log,
+        "password_in_server_log": any(p in server_log for p in logins.values()),
         "traceback_in_server_log": "Traceback" in server_log,
     }
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"playground-load-{dt.date.today()}.json"

@@ -82,7 +82,8 @@ def test_translate_and_rate_in_chromium(server, tmp_path):
             shot1 = _save(page, tmp_path, "playground.png")
 
             page.get_by_role("tab", name="Human evaluation").click()
-            page.locator("#am-name textarea, #am-name input").first.fill("Browser Tester")
+            name_box = page.locator("#am-name textarea, #am-name input").first
+            assert name_box.input_value() == USER and not name_box.is_editable()  # the login is the annotator
             page.get_by_role("button", name="Start / continue").click()
             target = page.locator("#am-target textarea")
             page.wait_for_function("el => el.value.length > 0", arg=target.element_handle())
@@ -105,5 +106,5 @@ def test_translate_and_rate_in_chromium(server, tmp_path):
     with sqlite3.connect(server.db) as con:
         ratings = con.execute("SELECT annotator, sqm FROM ratings").fetchall()
         errors = con.execute("SELECT category, severity, span_start FROM errors").fetchall()
-    assert ratings == [("Browser Tester", 4)]
+    assert ratings == [(USER, 4)]
     assert errors == [("accuracy", "major", 0)]  # the double-clicked first word

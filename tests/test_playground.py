@@ -48,7 +48,7 @@ def server(tiny_run, tmp_path_factory):
     db = tmp_path_factory.mktemp("he") / "human_eval.sqlite"
     cfg = ServeConfig(port=free_port(), **LIMITS)
     srv = serve(tiny_run.model_dir, tiny_run.model_dir, run_dir=tiny_run.run_dir, db=db, config=cfg,
-                auth=(USER, PASSWORD), show_results=True, quiet=True)
+                auth=(USER, PASSWORD), show_results=True, admins=[USER], quiet=True)
     srv.db, srv.config, srv.log = db, cfg, stream
     yield srv
     srv.close()
@@ -177,7 +177,7 @@ def test_share_needs_auth(monkeypatch, tmp_path):
     with pytest.raises(ShareError, match="--auth"):
         check_share(True, None)
     assert check_share(True, None, insecure_share=True) is True
-    assert check_share(True, ("u", "p")) is True and check_share(False, None) is False
+    assert check_share(True, ("u", "a-12-char-pw")) is True and check_share(False, None) is False
     monkeypatch.setenv("GRADIO_SHARE", "true")
     with pytest.raises(ShareError):
         check_share(None, None)
@@ -241,8 +241,9 @@ def _annotate_then_restart(server, db):
 
 
 def test_human_eval_endpoints_and_restart(client, server, tmp_path):
+    # with logins the annotator is the signed-in user, whatever name the client sends
     item_id, source, output, progress, marked, sqm, *_ = client.predict("Bea", api_name="/annotator_start")
-    assert source and output and "Segment 1 of 10" in progress and sqm is None
+    assert source and output and "Segment 1 of 10" in progress and sqm is None and f"for {USER}." in progress
     m = client.predict("Bea", item_id, "accuracy", "major", 0, 3, "wrong word", output[:3], api_name="/add_error")
     assert m[0]["class_or_confidence"] == "1: accuracy/major" and m[0]["token"] == output[:3]
     m = client.predict("Bea", item_id, "style", "minor", None, None, "", "", api_name="/add_error")
@@ -257,8 +258,8 @@ def test_human_eval_endpoints_and_restart(client, server, tmp_path):
     assert nxt[0] != item_id and "Segment 2 of 10" in nxt[3]
     table, _chart = client.predict(api_name="/summary")
     assert len(table["data"]) == 1 and table["data"][0][1:4] == [1, 1, 5.0]
-    csv_path = client.predict(api_name="/export_csv")
-    assert Path(csv_path).read_text(encoding="utf-8").count("\nBea,") == 1
+    csv_path = client.predict(api_name="/export_csv")  # USER is the owner (admins) and the annotator
+    assert Path(csv_path).read_text(encoding="utf-8").count(f"\n{USER},") == 1
     # annotations survive a server restart
     first, second, again = _annotate_then_restart(server, tmp_path / "restart.sqlite")
     assert again[0] == second[0] and again[0] != first[0]
