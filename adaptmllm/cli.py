@@ -380,6 +380,7 @@ def usage_error(parser, argv: Sequence[str], error: Exception) -> str:
         options = [o for a in sub._actions for o in a.option_strings]
         close = difflib.get_close_matches(flag, options, n=3)
         msg = f"{flag}: unknown option" + (f"; did you mean {' or '.join(close)}?" if close else "")
+    msg = re.sub(r"Expected a <class '(\w+)'>\. Got value: (.*)$", lambda t: f"expected a {t[1]}, got {t[2]!r}", msg)
     m = re.match(r'Parser key "([\w.]+)": (.*)', msg)
     if m:
         key, problem = m.groups()
