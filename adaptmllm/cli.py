@@ -380,12 +380,13 @@ def usage_error(parser, argv: Sequence[str], error: Exception) -> str:
         options = [o for a in sub._actions for o in a.option_strings]
         close = difflib.get_close_matches(flag, options, n=3)
         msg = f"{flag}: unknown option" + (f"; did you mean {' or '.join(close)}?" if close else "")
-    msg = re.sub(r"Expected a <class '(\w+)'>\. Got value: (.*)$", lambda t: f"expected a {t[1]}, got {t[2]!r}", msg)
+    msg = re.sub(r"Expected a <class '(\w+)'>\. Got value: (.*)$", lambda t: f"expected {'an' if t[1][0] in 'aeiou' else 'a'} {t[1]}, got {t[2]!r}", msg)
     m = re.match(r'Parser key "([\w.]+)": (.*)', msg)
     if m:
         key, problem = m.groups()
         msg = f"{key}: {problem}"
-        for path in config_files(argv):
+        given = any(a == f"--{key}" or a.startswith(f"--{key}=") for a in argv)
+        for path in ([] if given else config_files(argv)):  # the value came from a file: name its line
             try:
                 line = yaml_line(open(path, encoding="utf-8").read(), key)
             except OSError:
