@@ -103,9 +103,14 @@ def demo_table(m: dict) -> str:
     return "\n".join(rows)
 
 
+def demo_metrics() -> dict:
+    assert DEMO.is_file(), f"{DEMO} is missing: run docs/results/demo/regenerate.sh (make demo's run, then the copy)"
+    return json.loads(DEMO.read_text(encoding="utf-8"))
+
+
 def test_readme_demo_table_is_the_demo_metrics():
     """README's demo numbers are those of docs/results/demo/metrics.json (regenerate.sh re-measures)."""
-    m = json.loads(DEMO.read_text(encoding="utf-8"))
+    m = demo_metrics()
     assert (DEMO.parent / "command.txt").read_text().strip() == "adaptmllm run --config configs/demo.yaml --overwrite true"
     assert "adaptmllm run --config configs/demo.yaml --overwrite true" in (REPO / "Makefile").read_text()
     assert between(README.read_text(encoding="utf-8"), DEMO_MARKERS) == demo_table(m), (
@@ -114,7 +119,7 @@ def test_readme_demo_table_is_the_demo_metrics():
 
 def test_readme_verdict_example_is_the_demo_verdict():
     """The verdict quoted in README's evaluation section is the demo's (first sentence, as metrics.json says)."""
-    m = json.loads(DEMO.read_text(encoding="utf-8"))
+    m = demo_metrics()
     quoted = re.search(r"open with the verdict, e\.g\. \*\"([^\"]+)\"\*", " ".join(README.read_text().split()))
     assert quoted, "README's evaluation section no longer quotes an example verdict"
     first = m["verdict"]["text"].split(". ")[0].rstrip(".")
