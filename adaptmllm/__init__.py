@@ -10,10 +10,18 @@ The small public API::
     adaptmllm.score(hypotheses, references)        # BLEU, chrF++, TER with sacrebleu signatures
 
 Heavy libraries (torch, transformers) are imported only when a function needs them.
+
+The public names (``run``, ``translate``, ``score``, ``load_config``, ``Config``...) stay these functions
+and classes whatever else is imported: importing the submodule ``adaptmllm.translate`` (which
+:func:`run` does) would otherwise rebind ``adaptmllm.translate`` to that module. Reach a submodule's
+contents with ``from adaptmllm.translate import translate_texts`` (``import adaptmllm.translate as m``
+gives the function, as ``adaptmllm.translate`` does).
 """
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import Sequence
 
 from .config import (Config, ConfigError, DataConfig, EvalConfig, GreenConfig, ModelConfig, TinyModelConfig,
@@ -50,3 +58,17 @@ def score(hypotheses: Sequence[str], references: Sequence[str], bleu_tokenize: s
     from .metrics import score as _score
 
     return _score(list(hypotheses), list(references), bleu_tokenize)
+
+
+class _Package(types.ModuleType):
+    """The ``adaptmllm`` package object: the import system's binding of a submodule as an attribute of its
+    package (``adaptmllm.translate = <module>``) is skipped for the names of the public API in ``__all__``
+    (the submodule stays importable: it is in ``sys.modules``)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in __all__ and isinstance(value, types.ModuleType) and name in self.__dict__:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

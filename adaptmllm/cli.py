@@ -247,16 +247,19 @@ def _translate(ns) -> int:
 
     check_code(ns.src, "--src")
     check_code(ns.tgt, "--tgt")
-    if ns.input:
-        from .data import _read_text  # strict UTF-8 with file/line/offset errors
+    from .data import decode_text, read_text  # strict UTF-8 with file/line/offset errors
 
+    if ns.input:
         from pathlib import Path
 
-        lines = _read_text(Path(ns.input)).split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
+        text = read_text(Path(ns.input))
+    elif hasattr(sys.stdin, "buffer"):  # bytes, decoded as --input's file is (not Python's surrogateescape)
+        text = decode_text(sys.stdin.buffer.read(), "stdin")
     else:
-        lines = read_lines(sys.stdin)
+        text = "".join(sys.stdin)
+    lines = read_lines(text.split("\n"))
+    if lines and lines[-1] == "":
+        lines.pop()
     from .ct2 import is_ct2_model, load_ct2
     from .translate import ENGINES
 
@@ -378,6 +381,60 @@ def _hpo(ns) -> int:
     return 0
 
 
+def _parsers(parser) -> list:
+    """``parser`` and its subcommand parsers, depth first."""
+    out = [parser]
+    action = getattr(parser, "_subcommands_action", None)
+    for sub in (action._name_parser_map.values() if action is not None else ()):
+        out += _parsers(sub)
+    return out
+
+
+def config_files(argv: Sequence[str]) -> list[str]:
+    """The ``--config FILE`` paths of a ``run``/``hpo`` command line (inline YAML strings left out)."""
+    files = []
+    for i, a in enumerate(argv):
+        value = argv[i + 1] if a == "--config" and i + 1 < len(argv) else a[9:] if a.startswith("--config=") else None
+        if value is not None and "\n" not in value and not value.lstrip().startswith("{"):
+            files.append(value)
+    return files
+
+
+def usage_error(parser, argv: Sequence[str], error: Exception) -> str:
+    """One line for a command-line error of jsonargparse: what is wrong, the closest valid option for an
+    unknown one, the file and line for a bad value read from a ``--config`` file, and where the help is."""
+    import difflib
+    import re
+
+    from .config import yaml_line
+
+    msg = " ".join(str(error).split())
+    command = argv[0] if argv and not argv[0].startswith("-") else None
+    parsers = {name: p for p in _parsers(parser) for name in [getattr(p, "prog", "").split()[-1]]}
+    sub = parsers.get(command)
+    m = re.search(r"unrecognized arguments: (\S+)", msg)
+    if m and sub is not None:
+        flag = m.group(1).split("=", 1)[0]
+        options = [o for a in sub._actions for o in a.option_strings]
+        close = difflib.get_close_matches(flag, options, n=3)
+        msg = f"{flag}: unknown option" + (f"; did you mean {' or '.join(close)}?" if close else "")
+    msg = re.sub(r"Expected a <class '(\w+)'>\. Got value: (.*)$", lambda t: f"expected {'an' if t[1][0] in 'aeiou' else 'a'} {t[1]}, got {t[2]!r}", msg)
+    m = re.match(r'Parser key "([\w.]+)": (.*)', msg)
+    if m:
+        key, problem = m.groups()
+        msg = f"{key}: {problem}"
+        given = any(a == f"--{key}" or a.startswith(f"--{key}=") for a in argv)
+        for path in ([] if given else config_files(argv)):  # the value came from a file: name its line
+            try:
+                line = yaml_line(open(path, encoding="utf-8").read(), key)
+            except OSError:
+                line = None
+            if line:
+                msg = f"{path} line {line}: {msg}"
+                break
+    return f"adaptmllm: error: {msg} (adaptmllm {command + ' ' if sub is not None else ''}--help lists the options)"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``adaptmllm`` command. Returns the exit status (2 on bad input)."""
     _quiet_env()
@@ -388,8 +445,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .pipeline import RunFolderError
     from .resilience import TrainingError  # damaged checkpoint, full disk, out of memory
 
+    from jsonargparse import ArgumentError
+
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    if argv and argv[0] in ("run", "hpo"):
+        from .config import read_config_file
+
+        try:  # the file, line, field and closest valid key; not jsonargparse's usage and "<unicode string>"
+            for path in config_files(argv):
+                read_config_file(path)
+        except ConfigError as e:
+            print(f"adaptmllm: error: {e}", file=sys.stderr)
+            return 2
     parser = build_parser()
-    ns = parser.parse_args(list(argv) if argv is not None else None)
+    for p in _parsers(parser):  # errors come back here as one line, not a usage dump
+        p.exit_on_error = False
+    try:
+        ns = parser.parse_args(argv)
+    except ArgumentError as e:
+        print(usage_error(parser, argv, e), file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "codecarbon", "datasets", "urllib3", "sacrebleu"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

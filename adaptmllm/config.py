@@ -1157,27 +1157,107 @@ def config_to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
 
 
-def load_config(path: str | os.PathLike) -> Config:
-    """Read a YAML config file.
+_FIELD_FIX = "adaptmllm run --help lists every field"
+
+
+def yaml_line(text: str, dotted: str) -> Optional[int]:
+    """The 1-based line of the key ``dotted`` (``train.learning_rate``) in the YAML ``text``, or None."""
+    import yaml
+
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in dotted.split("."):
+        if not isinstance(node, yaml.MappingNode):
+            return line
+        for key, value in node.value:
+            if getattr(key, "value", None) == part:
+                line, node = key.start_mark.line + 1, value
+                break
+        else:
+            return line
+    return line
+
+
+def unknown_fields(data: Any, cls: type = None, prefix: str = "") -> list[tuple[str, list[str]]]:
+    """The unknown keys of a config mapping: ``(dotted name, closest valid names)`` each, nested
+    sections included (``train.learnin_rate`` -> ``["train.learning_rate"]``)."""
+    cls = cls or Config
+    if not isinstance(data, dict):
+        return []
+    known = {f.name: f for f in fields(cls)}
+    out = []
+    for key, value in data.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=3)
+            out.append((name, [f"{prefix}.{c}" if prefix else c for c in close]))
+            continue
+        sub = known[key].default_factory if known[key].default_factory is not dataclasses.MISSING else None
+        if sub is not None and is_dataclass(sub) and isinstance(value, dict):
+            out += unknown_fields(value, sub, name)
+    return out
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """Read a YAML config file as a dict and check its keys (not yet its values).
 
     Raises:
-        ConfigError: the file is missing, is not valid YAML (with its line), or holds invalid values.
+        ConfigError: one line naming the file and line: the file is missing, is not valid YAML, is not
+            a mapping, or has an unknown key (with the closest valid field and the fix).
     """
     import yaml
 
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{p}: no such config file; see configs/ for presets such as configs/demo.yaml")
+        raise ConfigError(f"{p}: no such config file; check the path, or start from a preset in configs/ such "
+                          "as configs/demo.yaml")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at byte offset {e.start}); save "
+                          "it as UTF-8") from e
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}{where}: not valid YAML ({getattr(e, 'problem', e)})") from e
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context = getattr(e, "context", None)
+        raise ConfigError(f"{p}{where}: not valid YAML ({problem}" + (f", {context}" if context else "")
+                          + "); fix the indentation, colon or bracket there") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p} line 1: expected a mapping of config fields (name: ..., data: ..., train: ...), got "
+                          f"a {type(data).__name__}; see configs/demo.yaml")
+    unknown = unknown_fields(data)
+    if unknown:
+        name, close = unknown[0]
+        line = yaml_line(text, name)
+        hint = (f"did you mean {' or '.join(close)}? Fix: rename it" if close
+                else "Fix: remove it") + f" ({_FIELD_FIX})"
+        raise ConfigError(f"{p}" + (f" line {line}" if line else "") + f": {name}: unknown field; {hint}")
+    return data
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read a YAML config file.
+
+    Raises:
+        ConfigError: one line naming the file (and line): the file is missing, is not valid YAML, has an
+            unknown key (with the closest valid one), or holds an invalid value (with the field and fix).
+    """
+    p = Path(path)
+    data = read_config_file(p)
     try:
-        return config_from_dict(data or {})
+        return config_from_dict(data)
     except ConfigError as e:
-        raise ConfigError(f"{p}: {e}") from e
+        name = str(e).split(":", 1)[0]
+        line = yaml_line(p.read_text(encoding="utf-8"), name) if re.fullmatch(r"[\w.]+", name) else None
+        raise ConfigError(f"{p}" + (f" line {line}" if line else "") + f": {e}") from e
 
 
 def save_config(config: Config, path: str | os.PathLike) -> Path:

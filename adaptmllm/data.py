@@ -73,7 +73,24 @@ class Pairs:
 
 # ----------------------------------------------------------------------------------------- reading
 
-def _read_text(path: Path) -> str:
+def decode_text(raw: bytes, name: str | Path) -> str:
+    """``raw`` bytes (of the file or stream ``name``) as text: strict UTF-8, BOM removed, CRLF turned into LF.
+
+    Raises:
+        DataError: not UTF-8, naming ``name``, the line and the byte offset, and the fix.
+    """
+    bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        text = raw[bom:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        offset = bom + e.start
+        line = raw.count(b"\n", 0, offset) + 1
+        raise DataError(f"{name} line {line}: not valid UTF-8 (byte {raw[offset]:#04x} at byte offset {offset}); "
+                        f"{_UTF8_FIX}") from None
+    return text.replace("\r\n", "\n")
+
+
+def read_text(path: Path) -> str:
     """The file's text: strict UTF-8, BOM removed, CRLF turned into LF.
 
     Raises:
@@ -87,17 +104,13 @@ def _read_text(path: Path) -> str:
         raise DataError(f"{path}: is a folder, expected a file") from None
     except OSError as e:
         raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
-    bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
-    try:
-        text = raw[bom:].decode("utf-8")
-    except UnicodeDecodeError as e:
-        offset = bom + e.start
-        line = raw.count(b"\n", 0, offset) + 1
-        raise DataError(f"{path} line {line}: not valid UTF-8 (byte {raw[offset]:#04x} at byte offset {offset}); "
-                        f"{_UTF8_FIX}") from None
+    text = decode_text(raw, path)
     if not text.strip():
         raise DataError(f"{path}: the file is empty; give a file with one segment per line or row")
-    return text.replace("\r\n", "\n")
+    return text
+
+
+_read_text = read_text  # the former private name
 
 
 def _lines(path: Path) -> list[str]:
@@ -381,6 +394,36 @@ class CleaningReport:
         return {"total": self.total, "kept": self.kept, "dropped": dict(self.dropped)}
 
 
+def rule_text(rule: str, data: DataConfig) -> str:
+    """What the cleaning rule ``rule`` drops and the setting that changes it, for error messages."""
+    return {
+        "empty": "a side is empty",
+        "too_long": f"a side is longer than data.max_chars {data.max_chars} characters; raise data.max_chars",
+        "length_ratio": f"the longer side is over data.max_length_ratio {data.max_length_ratio} times the shorter; "
+                        "raise data.max_length_ratio",
+        "identical": "source identical to target; check that the source and target files are not the same text "
+                     "(data.drop_identical false keeps such pairs)",
+        "duplicate": "a repeated pair (data.drop_duplicates false keeps them)",
+    }.get(rule, rule)
+
+
+def check_cleaned(source: str, report: CleaningReport, needed: int, data: DataConfig) -> None:
+    """Raise when cleaning left fewer than ``needed`` pairs (at least 1) of ``source`` out of enough, naming the
+    rules that dropped them (most first) and what each means, not just the split sizes.
+
+    Raises:
+        DataError: ``"<source>: cleaning dropped 40 of 40 pairs (identical 40: source identical to target; ...)"``.
+    """
+    if report.kept >= max(1, needed) or not any(report.dropped.values()):
+        return
+    if report.kept and report.total < needed:  # too small before cleaning too: split()'s message says so
+        return
+    rules = sorted(((n, r) for r, n in report.dropped.items() if n), reverse=True)
+    why = "; ".join(f"{r} {n}: {rule_text(r, data)}" for n, r in rules)
+    raise DataError(f"{source}: cleaning dropped {report.total - report.kept} of {report.total} pairs, leaving "
+                    f"{report.kept} (fewer than the {max(1, needed)} needed) - {why}")
+
+
 def _drop_reason(s: str, t: str, data: DataConfig) -> Optional[str]:
     if not s or not t:
         return "empty"
@@ -504,6 +547,8 @@ def prepare_data(data: DataConfig) -> PreparedData:
     else:
         train, rep = clean(load_pairs(data.train, data), data)
         splits["train"] = _split_report(str(data.train), train, rep)
+        held = sum(0 if getattr(data, k) else getattr(data, f"{k}_size") for k in ("dev", "test"))
+        check_cleaned(str(data.train), rep, 2 * held, data)  # the split needs dev + test, and as many to train
         loaded = {}
         for name in ("dev", "test"):
             spec = getattr(data, name)

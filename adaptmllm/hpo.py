@@ -60,6 +60,7 @@ from .config import (HPO_DIMENSIONS, Config, ConfigError, config_from_dict, conf
                      mask_storage_url, save_config)
 from .config import diff_dicts as _diff
 from .io import atomic_write_json, atomic_write_text, spreadsheet_cell, temporary_env
+from .run_folder import check_replaceable, mark_run_folder, remove_run_folder
 
 __all__ = ["HPOError", "NoCompletedTrialError", "StudyResult", "suggest", "PruningCallback", "run_study",
            "storage_url", "open_study", "write_study_artefacts", "free_memory", "allowed_precisions",
@@ -533,13 +534,16 @@ def _prepare_folder(config: Config, prepared: Any) -> Path:
                                  "use another --name for another study, or --overwrite true to replace it")
     hpo_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, marker)
+    mark_run_folder(run_dir)
     if not (run_dir / "data" / "data_report.json").is_file():
         save_splits(prepared, run_dir / "data")
     return hpo_dir
 
 
 def _overwrite(config: Config) -> None:
-    """Delete the study (in its storage) and the run folder, for ``overwrite``."""
+    """Delete the study (in its storage) and the run folder, for ``overwrite`` (only an adaptmllm run
+    folder: :func:`adaptmllm.run_folder.check_replaceable` refuses anything else before the study is touched)."""
+    check_replaceable(config.run_dir)
     url = storage_url(config)
     if config.hpo.storage:
         try:
@@ -550,8 +554,7 @@ def _overwrite(config: Config) -> None:
         except Exception as e:
             raise HPOError(f"hpo.storage: cannot open {_masked(url)} to delete the old study ({type(e).__name__}: "
                            f"{str(e).splitlines()[0]})") from e
-    if config.run_dir.exists():
-        shutil.rmtree(config.run_dir)
+    remove_run_folder(config.run_dir)
 
 
 # ----------------------------------------------------------------------------- the objective

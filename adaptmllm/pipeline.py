@@ -31,14 +31,11 @@ from typing import Any, Optional, Sequence
 from .config import Config, ConfigError, config_from_dict, config_to_dict, save_config
 from .config import diff_dicts as _diff
 from .io import atomic_write_json
+from .run_folder import RunFolderError, mark_run_folder, remove_run_folder
 
 __all__ = ["RunResult", "RunFolderError", "run", "score_model", "prepare_run_dir"]
 
 log = logging.getLogger("adaptmllm")
-
-
-class RunFolderError(RuntimeError):
-    """The run folder already holds another run (and neither overwrite nor resume was asked for)."""
 
 
 @dataclass
@@ -63,9 +60,13 @@ class RunResult:
 def prepare_run_dir(config: Config) -> Path:
     """Create (or reopen, on resume) the run folder and write ``config.yaml`` into it.
 
+    The folder gets the marker file of :mod:`adaptmllm.run_folder` (``.adaptmllm-run``): ``overwrite``
+    deletes only a folder that is an adaptmllm run.
+
     Raises:
         RunFolderError: the folder holds another run; pass ``overwrite`` to replace it (the old
             folder is deleted first, never mixed), ``train.resume`` to continue it, or another ``name``.
+            Or ``overwrite`` was asked for a folder that is not an adaptmllm run (nothing is deleted).
     """
     run_dir = config.run_dir
     old = run_dir / "config.yaml"
@@ -83,12 +84,13 @@ def prepare_run_dir(config: Config) -> Path:
                 raise RunFolderError(f"{run_dir}: train.resume asks to continue this run, but its config.yaml differs "
                                      f"in {', '.join(changed)}; resume with the same settings, or pick another --name")
         elif config.overwrite:
-            shutil.rmtree(run_dir)
+            remove_run_folder(run_dir)  # only an adaptmllm run folder: anything else is refused
         else:
             raise RunFolderError(f"{run_dir} already holds a run; pass --overwrite true to replace it, "
                                  "--train.resume true to continue it, or --name NAME for a new run folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
+    mark_run_folder(run_dir)
     return run_dir
 
 

@@ -268,6 +268,103 @@ def case_atomic_write_killed():
     assert [p.name for p in Path("runs/x").iterdir()] == ["metrics.json"]
 
 
+class CommandError(Exception):
+    """The ``adaptmllm`` command exited non-zero; the message is its exit status and the one line it printed."""
+
+
+def _cli(*args: str, stdin: Optional[bytes] = None) -> None:
+    """Run ``adaptmllm ARGS`` (``adaptmllm.cli.main``, ``stdin`` as its standard input bytes); raise
+    CommandError with what it printed when it fails, after checking that it printed one line (no usage
+    dump, no traceback)."""
+    import contextlib
+    import io
+
+    from adaptmllm.cli import main
+
+    err, real = io.StringIO(), sys.stdin
+    if stdin is not None:
+        sys.stdin = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
+    try:
+        with contextlib.redirect_stderr(err):
+            rc = main(list(args))
+    finally:
+        sys.stdin = real
+    said = [line for line in err.getvalue().splitlines() if line.startswith("adaptmllm:")]
+    if rc:
+        assert len(said) == 1 and "usage:" not in err.getvalue(), err.getvalue()
+        raise CommandError(f"exit {rc}: {said[0]}")
+
+
+def case_yaml_unknown_key():
+    _write("c.yaml", "name: x\ntrain:\n  learnin_rate: 1.0e-4\n")
+    _cli("run", "--config", "c.yaml")
+
+
+def case_config_missing():
+    _cli("run", "--config", "nosuch.yaml")
+
+
+def case_yaml_syntax():
+    _write("c.yaml", "name: x\ntrain: [\n  learning_rate: 1.0e-4\n")
+    _cli("run", "--config", "c.yaml")
+
+
+def case_yaml_wrong_type():
+    _write("c.yaml", "name: x\ntrain:\n  num_train_epochs: many\n")
+    _cli("run", "--config", "c.yaml")
+
+
+def case_flag_unknown():
+    _cli("run", "--train.learnin_rate", "1e-4")
+
+
+def case_all_identical():
+    from adaptmllm.data import prepare_data
+
+    _write("c.en", "\n".join(_SRC) + "\n")
+    _write("c.ga", "\n".join(_SRC) + "\n")  # the source file twice
+    prepare_data(_cfg(train="c"))
+
+
+def case_stdin_not_utf8():
+    _cli("translate", "--model", str(REPO / "assets" / "demo-base"), "--src", "eng_Latn", "--tgt", "qaa_Latn",
+         stdin="Hello.\ncaf\xe9\n".encode("latin-1"))
+
+
+def case_overwrite_other_folder():
+    from adaptmllm.config import Config
+    from adaptmllm.pipeline import prepare_run_dir
+
+    _write("runs/x/thesis.tex", "\\chapter{One}\n")
+    try:
+        prepare_run_dir(Config(name="x", runs_dir="runs", overwrite=True))
+    finally:
+        assert Path("runs/x/thesis.tex").read_text() == "\\chapter{One}\n"
+
+
+def case_hpo_overwrite_other_folder():
+    from adaptmllm.config import config_from_dict
+    from adaptmllm.hpo import run_study
+
+    _write("runs/x/thesis.tex", "\\chapter{One}\n")
+    try:
+        run_study(config_from_dict({"name": "x", "runs_dir": "runs", "overwrite": True,
+                                    "data": {"src_lang": "eng_Latn", "tgt_lang": "qaa_Latn"}}))
+    finally:
+        assert Path("runs/x/thesis.tex").read_text() == "\\chapter{One}\n"
+
+
+def case_overwrite_old_run():
+    """A run folder made before the marker file existed (config.yaml and run.log) is still replaced."""
+    from adaptmllm.config import Config, save_config
+    from adaptmllm.pipeline import prepare_run_dir
+
+    save_config(Config(name="x", runs_dir="runs"), "runs/x/config.yaml")
+    _write("runs/x/run.log", "old run\n")
+    prepare_run_dir(Config(name="x", runs_dir="runs", overwrite=True))
+    assert sorted(p.name for p in Path("runs/x").iterdir()) == [".adaptmllm-run", "config.yaml"]
+
+
 @dataclass
 class Case:
     name: str
@@ -328,6 +425,30 @@ CASES = [
          ("model.name_or_path", "Hugging Face token", "HF_TOKEN"), (FAKE_TOKEN,)),
     Case("password in the study URL", "`--hpo.storage postgresql://ann:s3cret@db/adaptmllm`",
          case_password_in_storage, "ConfigError", ("hpo.storage", "PGPASSWORD"), ("s3cret",)),
+    Case("config file: unknown key", "`learnin_rate:` under `train:` in `c.yaml`", case_yaml_unknown_key,
+         "CommandError", ("exit 2: adaptmllm: error: c.yaml line 3: train.learnin_rate: unknown field",
+                          "did you mean train.learning_rate?")),
+    Case("config file missing", "`--config nosuch.yaml`", case_config_missing, "CommandError",
+         ("adaptmllm: error: nosuch.yaml: no such config file", "configs/demo.yaml")),
+    Case("config file: bad YAML", "an unclosed `[` on line 2 of `c.yaml`", case_yaml_syntax, "CommandError",
+         ("adaptmllm: error: c.yaml line 4 column 1: not valid YAML", "bracket"), ("<unicode string>",)),
+    Case("config file: wrong type", "`num_train_epochs: many`", case_yaml_wrong_type, "CommandError",
+         ("adaptmllm: error: c.yaml line 3: train.num_train_epochs:", "many"), ("<unicode string>",)),
+    Case("unknown flag", "`--train.learnin_rate 1e-4`", case_flag_unknown, "CommandError",
+         ("adaptmllm: error: --train.learnin_rate: unknown option", "did you mean --train.learning_rate")),
+    Case("every pair identical", "`c.ga` a copy of `c.en`", case_all_identical, "DataError",
+         ("c: cleaning dropped 30 of 30 pairs", "identical 30: source identical to target", "data.drop_identical"),
+         ("lower data.dev_size",)),
+    Case("not UTF-8 on stdin", "`adaptmllm translate` reading Latin-1 bytes from stdin", case_stdin_not_utf8,
+         "CommandError", ("adaptmllm: error: stdin line 2: not valid UTF-8 (byte 0xe9", "iconv"), ("TypeError",)),
+    Case("--overwrite of a folder that is no run", "`--overwrite true`; `runs/x` holds `thesis.tex`",
+         case_overwrite_other_folder, "RunFolderError",
+         ("runs/x: --overwrite true only replaces an adaptmllm run folder", "nothing was deleted", "--name")),
+    Case("`adaptmllm hpo --overwrite` of a folder that is no run", "`runs/x` holds `thesis.tex`",
+         case_hpo_overwrite_other_folder, "RunFolderError",
+         ("runs/x: --overwrite true only replaces an adaptmllm run folder", "nothing was deleted")),
+    Case("--overwrite of a run made before the marker file", "`runs/x` holds `config.yaml` and `run.log`",
+         case_overwrite_old_run, None, ()),
     Case("kill during a report write", "killed between the temporary file and the rename",
          case_atomic_write_killed, None, ()),
 ]

@@ -128,7 +128,7 @@ def test_limits_are_refused_with_a_message(client, server, tmp_path):
     assert "not UTF-8" in msg
     big = tmp_path / "big.txt"
     big.write_text("x" * 5000, encoding="utf-8")  # over max_upload_bytes: refused at the upload
-    with pytest.raises(Exception, match="exceeds the maximum file size of 4000 bytes"):  # gradio_client checks
+    with pytest.raises(ValueError, match=r"big\.txt exceeds the maximum file size of 4000 bytes"):  # gradio_client checks
         client.predict(handle_file(str(big)), "eng_Latn", "qaa_Latn", 1, 64, api_name="/translate_file")
     import httpx
 
