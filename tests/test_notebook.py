@@ -151,9 +151,13 @@ def test_form_value_round_trips_a_config(tmp_path):
     assert isinstance(f.value, Config)
     f.fields["data.tgt_lang"].widget.value = "gle_Latn"
     f.fields["train.learning_rate"].widget.value = 3e-4
-    f.fields["data.train"].widget.value = "corpus/train"
+    corpus = tmp_path / "corpus" / "train"
+    corpus.parent.mkdir()
+    for side, text in (("en", "hello\nthanks\n"), ("ga", "dia duit\ngo raibh maith agat\n")):
+        corpus.with_suffix(f".{side}").write_text(text, encoding="utf-8")
+    f.fields["data.train"].widget.value = str(corpus)  # checked as entered: it must exist
     out = f.value
-    assert (out.data.tgt_lang, out.train.learning_rate, out.data.train) == ("gle_Latn", 3e-4, "corpus/train")
+    assert (out.data.tgt_lang, out.train.learning_rate, out.data.train) == ("gle_Latn", 3e-4, str(corpus))
     f.set_config(cfg)
     assert f.value == cfg
 
