@@ -1123,7 +1123,7 @@ PRETRAINED_PRESET: dict = {
     "eval": {"num_beams": 5},
     "hpo": {"space": {"learning_rate": {"low": 1e-5, "high": 1e-4, "log": True},
                       "per_device_train_batch_size": {"choices": [8, 16]},
-                      "gradient_accumulation_steps": {"choices": [1, 2, 4]},
+                      "gradient_accumulation_steps": {"low": 1, "high": 4},
                       "weight_decay": {"low": 0.001, "high": 0.1, "log": True},
                       "num_train_epochs": {"low": 2, "high": 6}, "warmup_ratio": {"low": 0.0, "high": 0.1}}},
 }
