@@ -76,7 +76,7 @@ _PLACEHOLDERS = re.compile("|".join([
 
 
 def test_no_placeholder_host_or_organisation_in_the_tracked_repo():
-    """No placeholder organisation (YOUR-ORG...) anywhere; example.com-style hosts only as test data under tests/
+    """No placeholder organisation (the notebook once cloned from a placeholder org) anywhere; example.com-style hosts only as test data under tests/
     (RFC 2606 reserved names for fake servers, e.g. a PostgreSQL URL that must be refused)."""
     files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     bad = []
