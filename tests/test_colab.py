@@ -384,3 +384,20 @@ def test_playground_in_colab_shows_the_public_link_and_login_never_localhost_ser
     widgets_shown = [o for o in shown if isinstance(o, ipywidgets.HTML)]
     assert user == "translator" and password not in outputs  # not in a saved output...
     assert len(widgets_shown) == 1 and password in widgets_shown[0].value  # ...shown once, in a widget
+
+
+# ---------------------------------------------------------------------------------------- 6. times as measured
+
+def test_the_notebooks_training_time_is_the_measured_one_with_the_machine_named():
+    import json
+
+    bench = json.loads((REPO / "bench" / "results" / "notebook-demo-2026-11-30.json").read_text(encoding="utf-8"))
+    text = "\n".join(c.source for c in nbformat.read(str(NOTEBOOK), as_version=4).cells if c.cell_type == "markdown")
+    assert f"took {bench['train_seconds']:.0f} s ({round(bench['train_seconds'] / 60)} min)" in text
+    assert bench["machine"]["cpu"] in text and "notebook-demo-2026-11-30.json" in text
+    assert "about a minute" not in text
+    nb = nbformat.read(str(NOTEBOOK), as_version=4)
+    params = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    ns: dict = {}
+    exec(params, ns)
+    assert ns["OVERRIDES"]["data"]["demo_train_pairs"] == 800  # the configuration that was measured
