@@ -497,8 +497,13 @@ class ConfigForm:
             self.note.value = ("<p>Loaded the preset for fine-tuning a pretrained model: learning rate 2e-5, weight "
                                "decay 0.01, batch 16, up to 5 epochs with early stopping, beam 5, the whole dev set, "
                                "HPO learning rates 1e-5 to 1e-4 (adaptMLLM's values).</p>")
-        elif now is None and was:
-            self.apply(config_to_dict(self.cls()))
+        elif now is None and was:  # the preset's fields back to their defaults, then the demo's settings
+            from .config import PRETRAINED_PRESET
+
+            defaults = config_to_dict(self.cls())
+            self.apply({sec: {k: _get(defaults, f"{sec}.{k}") for k in PRETRAINED_PRESET[sec] if k != "space"}
+                        for sec in PRETRAINED_PRESET})
+            self.apply({"hpo": {"space": defaults["hpo"]["space"]}})
             self.apply(self.demo_overrides)
             self.note.value = "<p>Back to the tiny demo's settings.</p>"
 

@@ -209,8 +209,11 @@ def test_switching_the_form_to_nllb_loads_its_preset_and_back_to_tiny_the_demo(t
     form.fields["train.learning_rate"].widget.value = 2e-3
     assert form.validate() is not None  # allowed, but warned beside the field, with the reason
     assert "high for a pretrained model" in form.fields["train.learning_rate"].error.value
+    form.fields["data.tgt_lang"].widget.value = "gle_Latn"
     form.fields["model.name_or_path"].widget.value = "tiny"
     assert form.value.train.learning_rate == 2e-3 and form.value.eval.num_beams == 2
+    assert form.value.train.early_stopping_patience == 0 and form.value.hpo.space.learning_rate["low"] == 3e-4
+    assert form.value.data.tgt_lang == "gle_Latn"  # the user's other choices stay
     assert form.fields["train.learning_rate"].error.value == ""
 
 
