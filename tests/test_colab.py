@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tomllib
 import types
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,7 +30,6 @@ ipywidgets = pytest.importorskip("ipywidgets")
 nbformat = pytest.importorskip("nbformat")
 
 from adaptmllm.config import (  # noqa: E402
-    PRETRAINED_PRESET,
     Config,
     ConfigError,
     DataConfig,
