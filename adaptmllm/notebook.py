@@ -893,15 +893,26 @@ HARMLESS_WARNINGS = (
     r".*(missing|newly initialized|not initialized).*(lm_head|weights).*",  # tied output layer of M2M100/NLLB
     r".*lm_head.*",
     r".*TRANSFORMERS_CACHE.*",
+    r".*Setting accelerator to CPU.*",      # DeepSpeed on a machine without a GPU
 )
 """Messages (regular expressions) that alarm a non-engineer but change nothing: hidden in the notebook by
 :func:`quiet_notebook`, still written to the run folder's ``run.log``."""
 
 
 class _HarmlessFilter(logging.Filter):
+    """Drops records matching :data:`HARMLESS_WARNINGS`; ``forward``: logs them to ``adaptmllm.warnings``
+    first (for loggers whose records would otherwise not reach run.log)."""
+
+    def __init__(self, forward: bool = False) -> None:
+        super().__init__()
+        self.forward = forward
+
     def filter(self, record: logging.LogRecord) -> bool:  # False: not shown
         msg = record.getMessage()
-        return not any(re.match(p, msg, re.S) for p in HARMLESS_WARNINGS)
+        harmless = any(re.match(p, msg, re.S) for p in HARMLESS_WARNINGS)
+        if harmless and self.forward:
+            logging.getLogger("adaptmllm.warnings").info("%s: %s", record.name, msg)
+        return not harmless
 
 
 def quiet_notebook() -> None:
@@ -934,6 +945,9 @@ def quiet_notebook() -> None:
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler) \
                 and not any(isinstance(f, _HarmlessFilter) for f in handler.filters):
             handler.addFilter(_HarmlessFilter())
+    deepspeed_log = logging.getLogger("DeepSpeed")  # its own handler, created when deepspeed is imported
+    if not any(isinstance(f, _HarmlessFilter) for f in deepspeed_log.filters):
+        deepspeed_log.addFilter(_HarmlessFilter(forward=True))
 
 
 # ------------------------------------------------------------------------------------------ memory plan

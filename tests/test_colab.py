@@ -345,12 +345,15 @@ def test_harmless_warnings_are_hidden_but_logged_and_others_still_show(tmp_path)
         warnings.warn("something real went wrong", UserWarning)
         from transformers.utils import logging as hf
         hf.get_logger("transformers.modeling_utils").warning("Some weights were newly initialized: ['lm_head.weight']")
+        from deepspeed.accelerator import get_accelerator
+        get_accelerator()
     """
     log = tmp_path / "run.log"
     done = subprocess.run([sys.executable, "-c", code, str(log)], capture_output=True, text=True, check=True)
-    assert "pin_memory" not in done.stderr and "lm_head" not in done.stderr
+    out = done.stdout + done.stderr
+    assert "pin_memory" not in out and "lm_head" not in out and "Setting accelerator" not in out
     assert "something real went wrong" in done.stderr
-    assert "pin_memory" in log.read_text()
+    assert "pin_memory" in log.read_text() and "Setting accelerator to CPU" in log.read_text()
 
 
 # ---------------------------------------------------------------------------------------- 7. playground in Colab
