@@ -3,7 +3,7 @@ executed notebook (widget state embedded) by nbconvert and photographed by headl
 
     .venv/bin/python notebooks/screenshots.py            # -> assets/notebook-{form,training,results}.png
 
-Needs (not for the tests): ``pip install nbconvert``, Debian's ``chromium``, and npm (the widget
+Needs (not for the tests): ``pip install '.[screenshots]'`` (nbconvert), Debian's ``chromium``, and npm (the widget
 renderer ``@jupyter-widgets/html-manager`` and ``requirejs`` are fetched once with ``npm pack`` into
 ``.cache/notebook-js/``, so the page loads nothing from the network). Takes a few minutes: it
 runs the notebook's tiny demo with its default parameters (no playground).
