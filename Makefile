@@ -8,13 +8,13 @@ export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED ?= False
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo demo-hpo test bench clean
+.PHONY: install demo demo-hpo test bench clean dist
 
-$(VENV)/.installed: pyproject.toml requirements.txt
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -29,5 +29,12 @@ demo-hpo: install
 test: install
 	$(PY) -m pytest -q tests
 
+# The wheel (dist/adaptmllm-<version>-py3-none-any.whl): copy it to Google Drive and give its path to the
+# notebook's set-up cell (ADAPTMLLM_SOURCE) to install this exact code on Colab.
+dist: install
+	rm -rf dist build
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist .
+	@ls dist/*.whl
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache dist

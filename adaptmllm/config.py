@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 __all__ = [
+    "MODEL_FAMILIES", "PRETRAINED_PRESET", "PRETRAINED_MAX_LR", "model_family", "model_preset", "check_model_name",
+    "learning_rate_warning",
     "ConfigError",
     "DataConfig",
     "direction_name",
@@ -190,6 +192,12 @@ class DataConfig:
     """Pairs split off for the dev set when ``dev`` is empty."""
     test_size: int = 200
     """Pairs split off for the test set when ``test`` is empty."""
+    dev_percent: float = 0.0
+    """Split off this percentage of the cleaned corpus for the dev set instead of ``dev_size`` pairs (adaptMLLM:
+    3.2). 0: use ``dev_size``."""
+    test_percent: float = 0.0
+    """Split off this percentage of the cleaned corpus for the test set instead of ``test_size`` pairs (adaptMLLM:
+    1.6). 0: use ``test_size``."""
     max_train_pairs: int = 0
     """Use at most this many training pairs after cleaning (0: all). Handy for a quick trial."""
     demo_train_pairs: int = 1500
@@ -247,6 +255,14 @@ class DataConfig:
         _check(self.too_long in TOO_LONG, "data.too_long", f"{self.too_long!r} is not one of {TOO_LONG}")
         _check(self.dev_size >= 1, "data.dev_size", "must be >= 1")
         _check(self.test_size >= 1, "data.test_size", "must be >= 1")
+        _check(0 <= self.dev_percent < 50, "data.dev_percent", "must be in [0, 50) percent, e.g. 3.2 (0: use dev_size)")
+        _check(0 <= self.test_percent < 50, "data.test_percent", "must be in [0, 50) percent, e.g. 1.6 (0: use test_size)")
+
+    def split_sizes(self, n: int) -> tuple[int, int]:
+        """(dev, test) pairs split off a cleaned corpus of ``n`` pairs: the percentages when given, else the counts."""
+        dev = max(1, round(n * self.dev_percent / 100)) if self.dev_percent else self.dev_size
+        test = max(1, round(n * self.test_percent / 100)) if self.test_percent else self.test_size
+        return dev, test
         _check(self.max_train_pairs >= 0, "data.max_train_pairs", "must be >= 0 (0 means all)")
         _check(self.demo_train_pairs >= 10, "data.demo_train_pairs", "must be >= 10")
 
@@ -1294,3 +1310,70 @@ CHOICES: dict[str, tuple] = {
 }
 """Fields that take one of a fixed set of values (dotted path -> the values). The notebook form shows
 them as dropdowns: register a new field with fixed choices here (other new fields need no entry)."""
+
+
+# ------------------------------------------------------------------------------------------ model presets
+
+MODEL_FAMILIES: tuple[tuple[str, str], ...] = (
+    (r"nllb-200|(^|/)nllb-", "NLLB-200"), (r"m2m100", "M2M100"), (r"opus-mt|marian", "Marian"))
+"""(regular expression on the model name, family): the pretrained translation models with a preset."""
+
+PRETRAINED_PRESET: dict = {
+    "train": {"learning_rate": 2e-5, "weight_decay": 0.01, "per_device_train_batch_size": 16,
+              "gradient_accumulation_steps": 1, "num_train_epochs": 5, "early_stopping_patience": 2,
+              "warmup_ratio": 0.05, "label_smoothing": 0.1, "eval_max_pairs": 0},
+    "eval": {"num_beams": 5},
+    "hpo": {"space": {"learning_rate": {"low": 1e-5, "high": 1e-4, "log": True},
+                      "per_device_train_batch_size": {"choices": [8, 16]},
+                      "gradient_accumulation_steps": {"low": 1, "high": 4},
+                      "weight_decay": {"low": 0.001, "high": 0.1, "log": True},
+                      "num_train_epochs": {"low": 2, "high": 6}, "warmup_ratio": {"low": 0.0, "high": 0.1}}},
+}
+"""Starting values for fine-tuning a pretrained model (NLLB-200, M2M100, Marian): adaptMLLM's (Lankford et
+al. 2023, "adaptMLLM: Fine-Tuning Multilingual Language Models on Low-Resource Languages", Information 14(12):
+learning rate 2e-5, weight decay 0.01, batch 16) with early stopping after 2 epochs without improvement,
+beam 5 and the whole dev set; HPO ranges sized for a pretrained model (learning rate 1e-5 to 1e-4)."""
+
+PRETRAINED_MAX_LR = 1e-4
+"""Learning rates above this on a pretrained model usually wreck what it knows (catastrophic forgetting)."""
+
+HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+"""A Hugging Face hub model id: ``owner/name``."""
+
+
+def model_family(name: str) -> Optional[str]:
+    """``NLLB-200``, ``M2M100`` or ``Marian`` for a pretrained model name or folder; None for ``tiny``
+    and names of no known family."""
+    if not name or name.strip() == "tiny":
+        return None
+    low = name.strip().lower()
+    return next((fam for pattern, fam in MODEL_FAMILIES if re.search(pattern, low)), None)
+
+
+def model_preset(name: str) -> Optional[dict]:
+    """A deep copy of :data:`PRETRAINED_PRESET` for a pretrained model (any name but ``tiny``), else None."""
+    import copy
+
+    if not name or name.strip() == "tiny":
+        return None
+    return copy.deepcopy(PRETRAINED_PRESET)
+
+
+def check_model_name(name: str) -> Optional[str]:
+    """Why ``name`` cannot be a model (None when it can): it must be ``tiny``, an existing folder, or a hub
+    id ``owner/name`` (``facebook/nllb-200-distilled-600M``). The message names the fix."""
+    name = (name or "").strip()
+    if name == "tiny" or Path(name).expanduser().is_dir() or HUB_NAME.match(name):
+        return None
+    hint = ""
+    if model_family(name) == "NLLB-200":
+        hint = " such as facebook/nllb-200-distilled-600M, facebook/nllb-200-1.3B or facebook/nllb-200-3.3B"
+    return (f"{name!r} is neither 'tiny', an existing model folder, nor a hub name owner/model{hint or ' (e.g. facebook/nllb-200-distilled-600M)'}")
+
+
+def learning_rate_warning(name: str, learning_rate: float) -> Optional[str]:
+    """A warning (None if none) when a pretrained model gets a learning rate above :data:`PRETRAINED_MAX_LR`."""
+    if model_preset(name) is not None and learning_rate > PRETRAINED_MAX_LR:
+        return (f"{learning_rate:g} is high for a pretrained model: above {PRETRAINED_MAX_LR:g} fine-tuning tends to "
+                f"erase what it knows (adaptMLLM used 2e-5); try 1e-5 to 1e-4")
+    return None

@@ -23,6 +23,7 @@ from .config import DataConfig
 from .languages import iso639_1
 
 __all__ = [
+    "detect_format",
     "DataError",
     "Pairs",
     "CleaningReport",
@@ -348,6 +349,11 @@ def _detect_format(spec: str) -> str:
     return {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}.get(suffix, "text")
 
 
+def detect_format(spec: str) -> str:
+    """The corpus format ``auto`` picks for ``spec``: ``text``, ``tsv``, ``csv``, ``jsonl`` or ``hf``."""
+    return _detect_format(spec)
+
+
 def load_pairs(spec: str, data: DataConfig) -> Pairs:
     """Load one parallel corpus.
 
@@ -561,8 +567,8 @@ def prepare_data(data: DataConfig) -> PreparedData:
                 loaded[name], rep = clean(load_pairs(spec, data), data)
                 splits[name] = _split_report(str(spec), loaded[name], rep)
         n_before = len(train)
-        train, dev, test = split(train, 0 if "dev" in loaded else data.dev_size,
-                                 0 if "test" in loaded else data.test_size, data.seed)
+        dev_n, test_n = data.split_sizes(len(train))  # data.dev_percent/test_percent, else the counts
+        train, dev, test = split(train, 0 if "dev" in loaded else dev_n, 0 if "test" in loaded else test_n, data.seed)
         for name, part in (("dev", dev), ("test", test)):
             if name not in loaded:
                 splits[name] = _split_report("split from train", part)

@@ -48,6 +48,9 @@ __all__ = [
     "candidate_plans",
     "plan_memory",
     "plan_training",
+    "installed",
+    "check_installed",
+    "INSTALL_COMMANDS",
     "deepspeed_config",
     "apply_plan_to_model",
     "ensure_distributed_env",
@@ -348,6 +351,43 @@ def deepspeed_config(stage: int, offload_optimizer: bool = False, offload_params
     return cfg
 
 
+INSTALL_COMMANDS = {"deepspeed": "pip install deepspeed", "peft": "pip install peft",
+                    "bitsandbytes": "pip install bitsandbytes"}
+"""The one command that installs each optional package (all three: ``pip install 'adaptmllm[gpu]'``)."""
+
+
+def installed(package: str) -> bool:
+    """Whether ``package`` can be imported here (without importing it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a parent missing, or sys.modules[package] = None
+        return False
+
+
+def check_installed(config: Any) -> None:
+    """Stop before training when the config needs a package that is not installed: DeepSpeed for
+    ``train.deepspeed.stage`` 2/3, offload or ``config_file``; PEFT for ``model.lora.enabled``; bitsandbytes
+    for ``model.lora.load_in_4bit``.
+
+    Raises:
+        ConfigError: naming the field and the pip command (:data:`INSTALL_COMMANDS`).
+    """
+    ds, lora = config.train.deepspeed, config.model.lora
+    need = []
+    if ds.stage in ("2", "3") or ds.offload_optimizer or ds.offload_params or ds.config_file:
+        need.append(("train.deepspeed.stage", "deepspeed", "set train.deepspeed.stage to auto or off"))
+    if lora.enabled:
+        need.append(("model.lora.enabled", "peft", "or turn LoRA off"))
+    if lora.load_in_4bit:
+        need.append(("model.lora.load_in_4bit", "bitsandbytes", "or turn 4-bit loading off"))
+    for field_path, package, other in need:
+        if not installed(package):
+            raise ConfigError(f"{field_path}: needs {package}, which is not installed: run `{INSTALL_COMMANDS[package]}` "
+                              f"(then restart the runtime), {other}")
+
+
 def _ds_estimators() -> tuple[Any, Any]:
     """DeepSpeed's model-state estimators; without DeepSpeed installed, the same formulas (DeepSpeed 0.19.8,
     ``deepspeed/runtime/zero/stage_1_and_2.py`` and ``stage3.py``)."""
@@ -443,6 +483,15 @@ def plan_memory(size: ModelSize, ds: DeepSpeedConfig, batch: int, src_len: int, 
     act_bytes = 4 if precision == "fp32" else 2
     mixed = precision in ("bf16", "fp16")
     candidates = candidate_plans(ds, gradient_checkpointing, lora)
+    have_ds = installed("deepspeed")
+    if not have_ds:
+        if ds.stage in ("2", "3"):
+            raise ConfigError(f"train.deepspeed.stage: ZeRO-{ds.stage} needs DeepSpeed, which is not installed: run "
+                              f"`{INSTALL_COMMANDS['deepspeed']}`, or set train.deepspeed.stage to auto")
+        candidates = [c for c in candidates if c[0] == 0]  # plan without DeepSpeed
+        if not candidates:
+            raise ConfigError("train.deepspeed.offload_optimizer: CPU offload needs DeepSpeed, which is not installed: "
+                              f"run `{INSTALL_COMMANDS['deepspeed']}`, or clear the offload fields")
     if gpu is None and ds.stage == "auto":
         candidates = candidates[:1]  # no GPU: nothing to plan for (and no need to import DeepSpeed)
     if any(c[0] for c in candidates):
@@ -482,7 +531,9 @@ def plan_memory(size: ModelSize, ds: DeepSpeedConfig, batch: int, src_len: int, 
             f"{', gradient checkpointing' if smallest.gradient_checkpointing else ''}) needs ~{smallest.gpu_need_gib:.1f} GiB"
             f"{f' and {smallest.cpu_gib:.0f} GiB of CPU RAM (of {cpu:.0f})' if smallest.cpu_gib else ''}. Lower the batch "
             "size (raise train.gradient_accumulation_steps to keep the effective batch), set model.lora.enabled=true, "
-            "or force a plan with train.deepspeed.stage")
+            "or force a plan with train.deepspeed.stage"
+            + ("" if have_ds else f"; DeepSpeed (ZeRO, CPU offload) is not installed: `{INSTALL_COMMANDS['deepspeed']}` "
+               "would add those plans"))
     else:
         plan = min(plans, key=lambda p: (p.gpu_need_gib if p.cpu_gib == 0 or cpu is None or p.cpu_gib <= cpu else 1e9))
     plan.forced = forced

@@ -46,13 +46,14 @@ from typing import Any, Optional, Sequence
 import ipywidgets as widgets
 from IPython.display import HTML, Image, display
 
-from .config import CHOICES, Config, ConfigError, _build, config_from_dict, config_to_dict, load_config, save_config
+from .config import (CHOICES, Config, ConfigError, _build, check_model_name, config_from_dict, config_to_dict,
+                     learning_rate_warning, load_config, model_preset, save_config)
 
 __all__ = [
     "FieldSpec", "field_docs", "field_specs", "ConfigForm", "start_config", "LivePlot", "show_study",
     "in_colab", "environment", "mount_drive", "preview_data", "scores_html", "green_html", "green_chart_png",
     "samples_html", "show_scores", "show_green", "show_results", "launch_playground", "show_human_eval",
-    "run_notebook",
+    "run_notebook", "quiet_notebook", "show_plan", "estimate_epoch_seconds", "check_corpus", "HARMLESS_WARNINGS",
 ]
 
 log = logging.getLogger("adaptmllm")
@@ -216,13 +217,24 @@ def _merge(base: dict, over: dict) -> dict:
 
 def start_config(preset: str | os.PathLike | None = None, overrides: Optional[dict] = None, **top: Any) -> Config:
     """The config a notebook starts from: a YAML preset (or the defaults, the embedded demo), with
-    ``overrides`` (a nested dict) and top-level fields (``name=``, ``runs_dir=``...) on top.
+    ``overrides`` (a nested dict: the tiny demo's settings) and top-level fields (``name=``, ``runs_dir=``...)
+    on top.
+
+    ``overrides`` apply to the tiny model only: when the model (from the preset, or ``overrides['model']``)
+    is a pretrained one, its ``train``/``eval``/``hpo`` parts are dropped and, without a preset file, the
+    pretrained model's preset (:func:`adaptmllm.config.model_preset`: learning rate 2e-5 ...) is used.
 
     Raises:
         ConfigError: the preset is missing or invalid, or an override is.
     """
     base = config_to_dict(load_config(preset)) if preset else config_to_dict(Config())
-    return config_from_dict(_merge(base, _merge(overrides or {}, top)))
+    overrides = overrides or {}
+    model = _merge(base, _merge(overrides, top))["model"]["name_or_path"]
+    if model_preset(model) is not None:
+        kept = {k: v for k, v in overrides.items() if k not in ("train", "eval", "hpo")}
+        base = base if preset else _merge(base, model_preset(model))
+        return config_from_dict(_merge(base, _merge(kept, top)))
+    return config_from_dict(_merge(base, _merge(overrides, top)))
 
 
 # ------------------------------------------------------------------------------------------ the form
@@ -280,7 +292,10 @@ class _Field:
                                  layout=form._layouts["help"])
         row = [w]
         self.upload = None
-        if s.upload:
+        if s.upload and in_colab():  # ipywidgets' upload fails silently over ~1 MB in Colab
+            self.help.value += ('<div style="margin:0 0 6px 198px;color:#666;font-size:90%">On Colab: upload with the '
+                                '<b>Upload a corpus</b> cell below (no size limit), or type a path on Google Drive.</div>')
+        elif s.upload:
             self.upload = widgets.FileUpload(multiple=True, description="Upload", layout=form._layouts["upload"])
             _set_tooltip(self.upload, "Upload a corpus file (TSV, CSV, JSONL), or both files of an aligned pair "
                                       "(train.en + train.ga); large corpora: put them on Google Drive instead")
@@ -354,6 +369,11 @@ class _Field:
         """Show ``message`` beside the field (empty: clear it)."""
         self.error.value = (f'<span style="color:#b00020">&#9888; {html.escape(message)}</span>' if message else "")
 
+    def show_warning(self, message: str) -> None:
+        """Show a warning (not an error: the value is allowed) beside the field."""
+        self.error.value = f'<span style="color:#b26a00">&#9888; {html.escape(message)}</span>'
+
+
 
 class ConfigForm:
     """An ipywidgets form for a whole :class:`~adaptmllm.config.Config`, generated from the dataclasses.
@@ -369,11 +389,24 @@ class ConfigForm:
         upload_dir: where uploaded files are saved (default ``uploads``).
         preset_path: the preset file name the Save/Load buttons start with.
         cls: the config dataclass (for tests and extensions; default :class:`Config`).
+        state_path: where every valid change is saved (a YAML preset); when it exists, the form starts
+            from it instead of ``config`` (a re-run of the cell keeps the edits; **Reset** goes back).
+        demo_overrides: the tiny demo's settings, applied again when the model goes back to ``tiny``.
+
+    Choosing a pretrained model (any name but ``tiny``) fills in :data:`adaptmllm.config.PRETRAINED_PRESET`
+    (learning rate 2e-5, ...). A model name that is neither ``tiny``, a folder nor a hub id, and a corpus
+    that cannot be read, are errors beside their field; a corpus that can is described below its field.
     """
 
     def __init__(self, config: Optional[Config] = None, upload_dir: str | os.PathLike = "uploads",
-                 preset_path: str = "preset.yaml", cls: type = Config) -> None:
+                 preset_path: str = "preset.yaml", cls: type = Config, state_path: str | os.PathLike | None = None,
+                 demo_overrides: Optional[dict] = None) -> None:
         self.cls = cls
+        self.start = config if config is not None else cls()
+        self.state_path = Path(state_path) if state_path else None
+        self.demo_overrides = demo_overrides or {}
+        self.note = widgets.HTML()
+        self.corpus_info = widgets.HTML()
         self.upload_dir = Path(upload_dir)
         self.specs = field_specs(cls)
         # Shared layouts: one widget model each instead of one per field (smaller saved widget state).
@@ -390,11 +423,89 @@ class ConfigForm:
         load = widgets.Button(description="Load preset", tooltip="Fill the form from a YAML preset")
         save.on_click(lambda _: self.save_preset())
         load.on_click(lambda _: self.load_preset())
-        self.buttons = (save, load)
-        self.widget = widgets.VBox([self._tabs(), widgets.HBox([self.preset, save, load]), self.status])
+        reset = widgets.Button(description="Reset", tooltip="Back to the notebook's parameters (step 2)")
+        reset.on_click(lambda _: self.reset())
+        self.buttons = (save, load, reset)
+        if "data.train" in self.fields:
+            train = self.fields["data.train"]
+            train.box.children = tuple(train.box.children) + (self.corpus_info,)
+        self.widget = widgets.VBox([self._tabs(), widgets.HBox([self.preset, save, load, reset]), self.status,
+                                    self.note])
         for f in self.fields.values():
             f.widget.observe(self._changed, names="value")
-        self.set_config(config if config is not None else cls())
+        restored = self._restore()
+        if restored is None:
+            self.set_config(self.start)
+
+    def _restore(self) -> Optional[Config]:
+        """The saved state (``state_path``) if it exists and is valid, shown in the form."""
+        if self.state_path is None or not self.state_path.is_file():
+            return None
+        try:
+            config = load_config(self.state_path)
+        except ConfigError as e:
+            self.note.value = (f'<p style="color:#b26a00">Could not restore the form from {html.escape(str(e))}; '
+                               "started from the notebook's parameters.</p>")
+            return None
+        self.set_config(config)
+        self.note.value = (f"<p>Restored your last settings from <code>{html.escape(str(self.state_path))}</code> "
+                           "(<b>Reset</b> goes back to the notebook's parameters).</p>")
+        return config
+
+    def reset(self) -> None:
+        """Back to the starting config (the notebook's parameters); the saved state is replaced."""
+        self.note.value = ""
+        self.set_config(self.start)
+        config = self.validate()
+        if config is not None:
+            self._save_state(config)
+
+    def _save_state(self, config: Config) -> None:
+        if self.state_path is None:
+            return
+        try:
+            save_config(config, self.state_path)
+        except OSError as e:  # a read-only folder: the form still works, without memory
+            self.note.value = f'<p style="color:#b26a00">Form not saved: {html.escape(str(e))}</p>'
+
+    def apply(self, values: dict) -> None:
+        """Set the fields named by a nested dict (``{"train": {"learning_rate": 2e-5}}``) without validating."""
+        flat: dict[str, Any] = {}
+
+        def walk(d: dict, prefix: str) -> None:
+            for k, v in d.items():
+                path = f"{prefix}{k}"
+                if isinstance(v, dict) and not (path in self.fields):
+                    walk(v, path + ".")
+                else:
+                    flat[path] = v
+
+        walk(values, "")
+        self._loading = True
+        try:
+            for path, v in flat.items():
+                if path in self.fields:
+                    self.fields[path].set(v)
+        finally:
+            self._loading = False
+
+    def _model_changed(self, old: Any, new: Any) -> None:
+        """Switching between ``tiny`` and a pretrained model loads that model's preset."""
+        was, now = model_preset(str(old or "")) is not None, model_preset(str(new or ""))
+        if now is not None and not was:
+            self.apply(now)
+            self.note.value = ("<p>Loaded the preset for fine-tuning a pretrained model: learning rate 2e-5, weight "
+                               "decay 0.01, batch 16, up to 5 epochs with early stopping, beam 5, the whole dev set, "
+                               "HPO learning rates 1e-5 to 1e-4 (adaptMLLM's values).</p>")
+        elif now is None and was:  # the preset's fields back to their defaults, then the demo's settings
+            from .config import PRETRAINED_PRESET
+
+            defaults = config_to_dict(self.cls())
+            self.apply({sec: {k: _get(defaults, f"{sec}.{k}") for k in PRETRAINED_PRESET[sec] if k != "space"}
+                        for sec in PRETRAINED_PRESET})
+            self.apply({"hpo": {"space": defaults["hpo"]["space"]}})
+            self.apply(self.demo_overrides)
+            self.note.value = "<p>Back to the tiny demo's settings.</p>"
 
     # -- layout
     def _tabs(self) -> widgets.Widget:
@@ -456,11 +567,37 @@ class ConfigForm:
         self.error_message = ""
         try:
             config = _build(self.cls, self.to_dict(), "")  # = config_from_dict for Config
+            self._check_paths(config)
         except (ConfigError, ValueError) as e:
             self._show(str(e))
             return None
-        self.status.value = '<span style="color:#1b5e20">&#10003; valid configuration</span>'
+        model = getattr(getattr(config, "model", None), "name_or_path", None)
+        lr = getattr(getattr(config, "train", None), "learning_rate", None)
+        warning = learning_rate_warning(model, lr) if model and lr and "train.learning_rate" in self.fields else None
+        if warning:
+            self.fields["train.learning_rate"].show_warning(warning)
+        self.status.value = ('<span style="color:#1b5e20">&#10003; valid configuration</span>'
+                             + (' <span style="color:#b26a00">(see the warning beside train.learning_rate)</span>'
+                                if warning else ""))
         return config
+
+    def _check_paths(self, config: Any) -> None:
+        """Model name and corpus paths, checked as they are entered (ConfigError naming the field)."""
+        model = getattr(getattr(config, "model", None), "name_or_path", None)
+        if model is not None:
+            problem = check_model_name(model)
+            if problem:
+                raise ConfigError(f"model.name_or_path: {problem}")
+        data = getattr(config, "data", None)
+        if data is None or not hasattr(data, "train"):
+            return
+        self.corpus_info.value = ""
+        for name in ("train", "dev", "test"):
+            spec = getattr(data, name)
+            if spec:
+                info = check_corpus(spec, data)  # raises ConfigError naming data.<name>
+                if name == "train":
+                    self.corpus_info.value = info
 
     def _show(self, message: str) -> None:
         self.error_message = message
@@ -497,9 +634,15 @@ class ConfigForm:
             self._loading = False
         self.validate()
 
-    def _changed(self, _change: Any) -> None:
-        if not self._loading:
-            self.validate()
+    def _changed(self, change: Any) -> None:
+        if self._loading:
+            return
+        model = self.fields.get("model.name_or_path")
+        if model is not None and isinstance(change, dict) and change.get("owner") is model.widget:
+            self._model_changed(change.get("old"), change.get("new"))
+        config = self.validate()
+        if config is not None:
+            self._save_state(config)
 
     # -- presets
     def save_preset(self, path: str | os.PathLike | None = None) -> Optional[Path]:
@@ -549,6 +692,30 @@ class ConfigForm:
             target.write_bytes(content)
             saved.append(target)
         self.set_upload(field.spec.path, saved)
+
+    def upload_from_colab(self, path: str = "data.train") -> list[Path]:
+        """Colab's own upload dialog (``google.colab.files.upload``: no size limit, unlike ipywidgets'
+        FileUpload there): the files are saved under ``upload_dir`` and field ``path`` points at them.
+        Returns the saved paths ([] when nothing was chosen).
+
+        Raises:
+            RuntimeError: not on Colab (use the Upload button beside the field instead).
+        """
+        if not in_colab():
+            raise RuntimeError("not on Colab: use the Upload button beside the field, or type the corpus path")
+        from google.colab import files  # type: ignore
+
+        uploaded = files.upload() or {}
+        self.upload_dir.mkdir(parents=True, exist_ok=True)
+        saved = []
+        for name, content in uploaded.items():
+            target = self.upload_dir / Path(name).name
+            target.write_bytes(bytes(content))
+            saved.append(target)
+        if saved:
+            self.set_upload(path, saved)
+            print(f"uploaded {', '.join(f'{p.name} ({p.stat().st_size / 2**20:.1f} MB)' for p in saved)} -> {path}")
+        return saved
 
     def set_upload(self, path: str, files: Sequence[Path]) -> None:
         """Point field ``path`` at uploaded ``files``: one file -> its path; the two files of an
@@ -702,21 +869,243 @@ def environment(show: bool = True) -> dict:
     return info
 
 
-def mount_drive(folder: str = "adaptmllm", mount_point: str = "/content/drive") -> Optional[Path]:
+def mount_drive(folder: str = "adaptmllm", mount_point: Optional[str] = None) -> Optional[Path]:
     """On Colab, mount Google Drive and return ``MyDrive/<folder>`` (created) for data and run
-    folders; elsewhere do nothing and return None."""
+    folders; elsewhere do nothing and return None. ``mount_point``: default ``$ADAPTMLLM_DRIVE`` or
+    ``/content/drive`` (the environment variable is for tests and unusual set-ups)."""
     if not in_colab():
         print("Not on Colab: Google Drive is not mounted; run folders stay on this machine.")
         return None
     from google.colab import drive  # type: ignore
 
+    mount_point = mount_point or os.environ.get("ADAPTMLLM_DRIVE", "/content/drive")
     drive.mount(mount_point)
     out = Path(mount_point) / "MyDrive" / folder
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
+# ------------------------------------------------------------------------------------------ quiet output
+
+HARMLESS_WARNINGS = (
+    r".*pin_memory.*",                      # DataLoader on a machine without an accelerator
+    r".*[Dd]eprecat.*",                     # library deprecations: for developers, not for translators
+    r".*(missing|newly initialized|not initialized).*(lm_head|weights).*",  # tied output layer of M2M100/NLLB
+    r".*lm_head.*",
+    r".*TRANSFORMERS_CACHE.*",
+    r".*Setting accelerator to CPU.*",      # DeepSpeed on a machine without a GPU
+)
+"""Messages (regular expressions) that alarm a non-engineer but change nothing: hidden in the notebook by
+:func:`quiet_notebook`, still written to the run folder's ``run.log``."""
+
+
+class _HarmlessFilter(logging.Filter):
+    """Drops records matching :data:`HARMLESS_WARNINGS`; ``forward``: logs them to ``adaptmllm.warnings``
+    first (for loggers whose records would otherwise not reach run.log)."""
+
+    def __init__(self, forward: bool = False) -> None:
+        super().__init__()
+        self.forward = forward
+
+    def filter(self, record: logging.LogRecord) -> bool:  # False: not shown
+        msg = record.getMessage()
+        harmless = any(re.match(p, msg, re.S) for p in HARMLESS_WARNINGS)
+        if harmless and self.forward:
+            logging.getLogger("adaptmllm.warnings").info("%s: %s", record.name, msg)
+        return not harmless
+
+
+def quiet_notebook() -> None:
+    """Hide :data:`HARMLESS_WARNINGS` in the notebook: Python warnings that match go to the
+    ``adaptmllm.warnings`` logger at INFO (so a run's ``run.log`` keeps them), and transformers' console
+    handler drops matching log records (its ``run.log`` handler keeps them). Other warnings still show.
+    Idempotent."""
+    import warnings
+
+    original = getattr(warnings.showwarning, "__wrapped__", warnings.showwarning)
+    quiet_log = logging.getLogger("adaptmllm.warnings")
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        text = str(message)
+        if any(re.match(p, text, re.S) for p in HARMLESS_WARNINGS) or issubclass(
+                category, (DeprecationWarning, FutureWarning)):
+            quiet_log.info("%s: %s (%s:%s)", category.__name__, text, filename, lineno)
+            return
+        original(message, category, filename, lineno, file, line)
+
+    showwarning.__wrapped__ = original  # type: ignore[attr-defined]
+    warnings.showwarning = showwarning
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.get_logger()  # creates transformers' own console handler
+    except Exception:  # pragma: no cover - transformers always present
+        pass
+    for handler in logging.getLogger("transformers").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler) \
+                and not any(isinstance(f, _HarmlessFilter) for f in handler.filters):
+            handler.addFilter(_HarmlessFilter())
+    deepspeed_log = logging.getLogger("DeepSpeed")  # its own handler, created when deepspeed is imported
+    if not any(isinstance(f, _HarmlessFilter) for f in deepspeed_log.filters):
+        deepspeed_log.addFilter(_HarmlessFilter(forward=True))
+
+
+# ------------------------------------------------------------------------------------------ memory plan
+
+GPU_PEAK_TFLOPS = {"H200": 989, "H100": 989, "A100": 312, "L40S": 362, "L4": 121, "A10": 125, "V100": 125,
+                   "T4": 65, "4090": 165, "3090": 71}
+"""Dense 16-bit tensor-core peak (TFLOP/s) by GPU name, from the vendors' data sheets (NVIDIA A100, H100,
+L4, T4, V100 data sheets; H200 as H100)."""
+ASSUMED_UTILISATION = 0.3
+"""Share of the peak a fine-tuning run reaches (model FLOPs utilisation), an assumption: 0.3-0.5 is usual for
+transformer training with mixed precision; seq2seq with short sentences is at the low end."""
+CHARS_PER_TOKEN = 4.0
+"""Characters per subword token assumed for the time estimate (SentencePiece on European languages: 3-5)."""
+
+
+def estimate_epoch_seconds(trainable_params: int, total_params: int, tokens: float, gpu_name: Optional[str],
+                           gradient_checkpointing: bool = False) -> Optional[float]:
+    """An ESTIMATE of the seconds per training epoch: ``6 x parameters x tokens`` FLOPs for full
+    fine-tuning (forward 2, backward 4; LoRA: ``2 x total + 4 x trainable``), x 4/3 with gradient
+    checkpointing, at :data:`ASSUMED_UTILISATION` of the GPU's peak (:data:`GPU_PEAK_TFLOPS`).
+    None when the GPU is unknown or absent (no estimate on a CPU)."""
+    if not gpu_name:
+        return None
+    peak = next((v for k, v in GPU_PEAK_TFLOPS.items() if k in gpu_name.upper()), None)
+    if peak is None:
+        return None
+    flops = (2 * total_params + 4 * trainable_params) * tokens * (4 / 3 if gradient_checkpointing else 1)
+    return flops / (peak * 1e12 * ASSUMED_UTILISATION)
+
+
+def _model_size(config: Config) -> Any:
+    """:class:`adaptmllm.deepspeed.ModelSize` of the configured model without loading weights (None: unknown)."""
+    from .deepspeed import ModelSize, nllb_config
+
+    name = config.model.name_or_path
+    try:
+        if name == "tiny":
+            from transformers import M2M100Config
+
+            t = config.model.tiny
+            return ModelSize.from_config(M2M100Config(
+                vocab_size=t.vocab_size, d_model=t.d_model, encoder_layers=t.encoder_layers,
+                decoder_layers=t.decoder_layers, encoder_attention_heads=t.attention_heads,
+                decoder_attention_heads=t.attention_heads, encoder_ffn_dim=t.ffn_dim, decoder_ffn_dim=t.ffn_dim))
+        try:
+            return ModelSize.from_config(nllb_config(name))
+        except ValueError:
+            from transformers import AutoConfig
+
+            cfg = AutoConfig.from_pretrained(name, local_files_only=True)
+            return ModelSize.from_config(cfg) if hasattr(cfg, "encoder_ffn_dim") else None
+    except Exception:
+        return None
+
+
+def show_plan(config: Config, prepared: Any = None, show: bool = True) -> dict:
+    """Show, before training, the memory plan (GPU, strategy, estimated GiB per GPU and of host RAM,
+    the faster option that did not fit) and an ESTIMATED time per epoch; returns them as a dict.
+
+    Raises:
+        SystemExit: a package the config needs is not installed, or no plan fits (after showing one
+            sentence naming the pip command or the field to change), so that "Run all" stops here.
+    """
+    from .deepspeed import check_installed, plan_memory
+    from .train import resolve_precision
+
+    def stop(message: str) -> None:
+        if show:
+            display(HTML(f'<p style="color:#b00020">&#9888; {html.escape(message)}</p>'))
+        raise SystemExit(message)
+
+    try:
+        check_installed(config)
+    except ConfigError as e:
+        stop(str(e))
+    env = environment(show=False)
+    size = _model_size(config)
+    tc, lora = config.train, config.model.lora
+    info: dict[str, Any] = {"gpu": env["gpu"] or "none (CPU)", "strategy": None, "gpu_gib": None, "host_gib": None,
+                            "faster_option": None, "epoch_seconds_estimate": None, "explanation": ""}
+    if size is None:
+        info["explanation"] = (f"{config.model.name_or_path}: size not known before loading; the plan is made at the "
+                               "first step and written to run.log")
+    else:
+        weight_bytes = 0.5 if lora.load_in_4bit else (2.0 if lora.enabled else 4.0)
+        trainable = size.total_params // 100 if lora.enabled else size.total_params
+        try:
+            plan = plan_memory(size, tc.deepspeed, tc.per_device_train_batch_size, config.model.max_source_length,
+                               config.model.max_target_length, resolve_precision(tc.precision),
+                               tc.gradient_checkpointing, lora.enabled, weight_bytes,
+                               gpu_memory=env["gpu_memory_gib"])
+        except ConfigError as e:
+            stop(str(e))
+        info.update(strategy=plan.name + (", gradient checkpointing" if plan.gradient_checkpointing else ""),
+                    gpu_gib=round(plan.gpu_need_gib, 1) if plan.gpu_memory_gib else None,
+                    host_gib=round(plan.cpu_gib, 1), explanation=plan.explanation)
+        m = re.search(r"the faster (.+?) would need ([\d.]+) GiB", plan.explanation)
+        info["faster_option"] = f"{m.group(1)} (~{m.group(2)} GiB)" if m else "none: the fastest option fits"
+        if prepared is not None:
+            chars = sum(len(a) + len(b) for a, b in zip(prepared.train.src, prepared.train.tgt))
+            info["epoch_seconds_estimate"] = estimate_epoch_seconds(
+                trainable, size.total_params, chars / CHARS_PER_TOKEN,
+                env["gpu"] or (f"{tc.deepspeed.gpu_memory_gib} GiB" if tc.deepspeed.gpu_memory_gib else None),
+                plan.gradient_checkpointing)
+    if show:
+        est = info["epoch_seconds_estimate"]
+        rows = [("GPU", info["gpu"]), ("Strategy (estimate)", info["strategy"] or "decided at the first step"),
+                ("GPU memory per GPU (estimate)", "n/a (no GPU)" if info["gpu_gib"] is None else f"~{info['gpu_gib']} GiB"
+                 f" of {env['gpu_memory_gib'] or tc.deepspeed.gpu_memory_gib} GiB"),
+                ("Host RAM for offloaded states (estimate)", f"~{info['host_gib'] or 0} GiB"),
+                ("Faster option that did not fit", info["faster_option"] or "n/a"),
+                ("Time per epoch (estimate)", f"~{est / 60:.0f} min ({ASSUMED_UTILISATION:.0%} of the GPU's peak "
+                 f"assumed; the progress bar shows the real pace)" if est else
+                 "no estimate (no known GPU, or the corpus was not read yet): the progress bar shows the pace")]
+        body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>"
+                       f"{html.escape(str(v))}</td></tr>" for k, v in rows)
+        display(HTML(f"<p><b>Memory plan</b> (estimates, before the first step)</p><table>{body}</table>"
+                     f"<p style='color:#666;font-size:90%'>{html.escape(info['explanation'])}</p>"))
+    return info
+
+
 # ------------------------------------------------------------------------------------------ data
+
+_CORPUS_CACHE: dict = {}
+
+
+def _corpus_key(spec: str, data: Any) -> tuple:
+    p = Path(spec)
+    files = [p] if p.exists() else [Path(f"{spec}.{data.src_suffix}"), Path(f"{spec}.{data.tgt_suffix}")]
+    stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.exists())
+    return (spec, stamp, data.format, data.src_suffix, data.tgt_suffix, data.src_column, data.tgt_column,
+            data.src_lang, data.tgt_lang)
+
+
+def check_corpus(spec: str, data: Any, n: int = 3) -> str:
+    """Check a corpus path as it is entered: it exists, its format is detected, the two sides have as
+    many lines, and show the pair count and the first ``n`` pairs. Returns that description as HTML.
+
+    Raises:
+        ConfigError: ``data.<train|dev|test>: <what is wrong and the fix>`` (from
+            :class:`adaptmllm.data.DataError`: a missing file, uneven line counts, a bad row...).
+    """
+    from .data import DataError, detect_format, load_pairs
+
+    field = next((f"data.{k}" for k in ("train", "dev", "test") if getattr(data, k, None) == spec), "data.train")
+    key = _corpus_key(spec, data)
+    if key not in _CORPUS_CACHE:
+        try:
+            pairs = load_pairs(spec, data)
+        except (DataError, OSError, ValueError) as e:
+            raise ConfigError(f"{field}: {e}") from None
+        fmt = data.format if data.format != "auto" else detect_format(spec)
+        rows = "".join(f"<tr><td style='text-align:left'>{html.escape(a[:120])}</td><td style='text-align:left'>"
+                       f"{html.escape(b[:120])}</td></tr>" for a, b in list(zip(pairs.src, pairs.tgt))[:n])
+        _CORPUS_CACHE.clear()  # one corpus at a time: the cache is only for re-validation
+        _CORPUS_CACHE[key] = (f'<div style="margin:0 0 8px 198px;font-size:90%">&#10003; {html.escape(fmt)} corpus, '
+                              f"{len(pairs):,} pairs (both sides the same length); first pairs:<table>{rows}</table></div>")
+    return _CORPUS_CACHE[key]
 
 def preview_data(config: Config, n: int = 3) -> Any:
     """Load, clean and split ``config.data`` (as the run will) and show the counts per split,
@@ -995,14 +1384,26 @@ def launch_playground(result: Any, share: Optional[bool] = None, auth: Any = Non
             made = ("translator", secrets.token_urlsafe(9))
             auth = made
     server = serve(model_dir, baseline, run_dir=run_dir, share=effective, auth=auth, quiet=True, **kwargs)
-    lines = [f"Playground running at <a href='{server.local_url}' target='_blank'>{server.local_url}</a>"]
+    colab = in_colab()
+    lines = [] if colab else [f"Playground running at <a href='{server.local_url}' target='_blank'>{server.local_url}</a>"]
     if server.share_url:
         lines.append(f"Public link for translators: "
-                     f"<a href='{server.share_url}' target='_blank'>{server.share_url}</a>")
+                     f"<a href='{server.share_url}' target='_blank'>{server.share_url}</a> (open it in a new tab; "
+                     "it lasts while this runtime runs)")
+        user = auth[0] if isinstance(auth, (tuple, list)) else str(auth).split(":", 1)[0]
         if made:
-            lines.append(f"Sign in as <code>{made[0]}</code> with password <code>{html.escape(made[1])}</code> "
-                         "(made for this session; set ADAPTMLLM_AUTH in Colab secrets to choose your own).")
+            lines.append(f"Sign in as <code>{html.escape(user)}</code> with the password shown below (made for this "
+                         "session; to choose your own, add a Colab secret ADAPTMLLM_AUTH = user:password).")
+        else:
+            lines.append(f"Sign in as <code>{html.escape(user)}</code> with the password of your ADAPTMLLM_AUTH secret.")
+    elif colab:
+        lines.append("No public link could be made (Gradio's share service did not answer): run this cell again, "
+                     "or use the playground from a machine of your own with `adaptmllm serve`.")
     display(HTML("<br>".join(lines)))
+    if made and server.share_url:
+        # A widget, not an output: Colab does not save widget values in the notebook file, so the password
+        # is shown in this session only and never stored with the notebook.
+        display(widgets.HTML(f"Password: <code>{html.escape(made[1])}</code>"))
     return server
 
 

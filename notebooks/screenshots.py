@@ -3,14 +3,14 @@ executed notebook (widget state embedded) by nbconvert and photographed by headl
 
     .venv/bin/python notebooks/screenshots.py            # -> assets/notebook-{form,training,results}.png
 
-Needs (not for the tests): ``pip install nbconvert``, Debian's ``chromium``, and npm (the widget
+Needs (not for the tests): ``pip install '.[screenshots]'`` (nbconvert), Debian's ``chromium``, and npm (the widget
 renderer ``@jupyter-widgets/html-manager`` and ``requirejs`` are fetched once with ``npm pack`` into
 ``.cache/notebook-js/``, so the page loads nothing from the network). Takes a few minutes: it
 runs the notebook's tiny demo with its default parameters (no playground).
 
-Only presentation is changed for the pictures: stderr warnings are left out of the results page,
-icon glyphs (a CDN font) are hidden, and the form is shown with one deliberately invalid value, to
-show the message beside its field.
+The pictures show exactly what a user sees, stderr included (the notebook itself hides the known
+harmless warnings: adaptmllm.notebook.quiet_notebook); only the icon glyphs (a CDN font) are hidden,
+and the form is shown with one deliberately invalid value, to show the message beside its field.
 """
 
 from __future__ import annotations
@@ -86,10 +86,7 @@ def _section(nb, first: str, last: str):
     start = next(i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith(first))
     stop = next(i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith(last))
     out = copy.deepcopy(nb)
-    out.cells = copy.deepcopy(cells[start:stop])
-    for cell in out.cells:
-        if cell.cell_type == "code":
-            cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr")]
+    out.cells = copy.deepcopy(cells[start:stop])  # outputs as they are, stderr included
     return out
 
 

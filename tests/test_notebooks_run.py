@@ -10,6 +10,7 @@ The run is a smaller tiny demo than the notebook's default (CI_OVERRIDES: 300 tr
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -147,3 +148,124 @@ def test_default_parameters_are_the_tiny_demo():
     assert cfg.model.name_or_path == "tiny" and cfg.data.train is None  # the embedded demo, offline
     assert cfg.data.demo_train_pairs <= 1000 and cfg.train.num_train_epochs <= 4
     assert ns["PUSH_TO_HUB"] is False and ns["RUN_HPO"] is False and ns["SHARE"] is None
+
+
+# ---------------------------------------------------------------------------------------- as Colab runs it
+
+STANDIN = {  # a stand-in google.colab: the three calls the notebook makes, without a browser
+    "__init__.py": "from . import drive, files, userdata  # noqa: F401\n",
+    "drive.py": "import os\n\ndef mount(mountpoint, force_remount=False, **kw):\n"
+                "    os.makedirs(os.path.join(mountpoint, 'MyDrive'), exist_ok=True)\n"
+                "    print('Mounted at', mountpoint)\n",
+    "files.py": "import os\n\ndef upload():\n    paths = os.environ['STANDIN_UPLOAD'].split(os.pathsep)\n"
+                "    return {os.path.basename(p): open(p, 'rb').read() for p in paths}\n",
+    "userdata.py": "import os\n\nclass SecretNotFoundError(Exception):\n    pass\n\ndef get(key):\n"
+                   "    if 'STANDIN_SECRET_' + key not in os.environ:\n        raise SecretNotFoundError(key)\n"
+                   "    return os.environ['STANDIN_SECRET_' + key]\n",
+}
+IPYWIDGETS_7 = REPO / ".cache" / "ipywidgets-7.7"
+
+
+def _ipywidgets_7() -> str:
+    """Colab's ipywidgets (7.7.1) in a folder put first on the kernel's PYTHONPATH (installed once with pip)."""
+    if not (IPYWIDGETS_7 / "ipywidgets" / "__init__.py").is_file():
+        import subprocess
+        import sys
+
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(IPYWIDGETS_7),
+                               "ipywidgets==7.7.1", "widgetsnbextension==3.6.10", "ipython_genutils==0.2.0"],
+                              capture_output=True, text=True)
+        if done.returncode:
+            pytest.skip(f"cannot install ipywidgets 7.7.1 (offline?): {done.stderr.strip().splitlines()[-1:]}")
+    return str(IPYWIDGETS_7)
+
+
+def _colab_notebook(work):
+    """The notebook up to the first training step as a Colab user runs it, with test cells between: edit the
+    form and re-run its cell, upload a 1.5 MB corpus with Colab's upload, switch to NLLB-200 3.3B, plan the
+    training on a 40 GiB GPU without DeepSpeed (the training cell must stop with the pip command)."""
+    nb = nbformat.read(str(NOTEBOOK), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    setup, params, form_cell, upload, data, train = code[0], code[1], code[2], code[3], code[4], code[5]
+    assert "def setup(" in setup.source and "ConfigForm(" in form_cell.source and "LivePlot" in train.source
+    new = nbformat.v4.new_code_cell
+    upload = nbformat.from_dict(dict(upload))
+    upload.source = upload.source.replace("UPLOAD_CORPUS = False", "UPLOAD_CORPUS = True")
+    stop = nbformat.from_dict(dict(train))
+    stop.metadata["tags"] = ["raises-exception"]
+    nb.cells = [
+        setup,
+        new("import ipywidgets, sys\nprint('ipywidgets', ipywidgets.__version__)\n"
+            "assert IN_COLAB and WORK_DIR.endswith('MyDrive/adaptmllm'), WORK_DIR"),
+        params, form_cell,
+        new("form.fields['train.num_train_epochs'].widget.value = 3.0\n"
+            "form.fields['data.tgt_lang'].widget.value = 'gle_Latn'"),
+        form_cell,  # the cell run again: the edits survive
+        new("assert form.value.train.num_train_epochs == 3.0 and form.value.data.tgt_lang == 'gle_Latn', form.value\n"
+            "assert 'Restored your last settings' in form.note.value\n"
+            "assert all(f.upload is None for f in form.fields.values())  # no ipywidgets upload in Colab"),
+        upload,
+        new("import os\nassert form.value.data.train.endswith('big.tsv'), form.value.data.train\n"
+            "assert os.path.getsize(form.value.data.train) > 2**20\n"
+            "assert '20,000 pairs' in form.corpus_info.value, form.corpus_info.value"),
+        data,
+        new("form.fields['model.name_or_path'].widget.value = 'facebook/nllb-200-3.3B'\n"
+            "assert form.value.train.learning_rate <= 1e-4 and form.value.eval.num_beams == 5\n"
+            "form.fields['train.deepspeed.gpu_memory_gib'].widget.value = '40'\n"
+            "form.fields['train.deepspeed.cpu_memory_gib'].widget.value = '83'\n"
+            "sys.modules['deepspeed'] = None  # DeepSpeed not installed"),
+        stop,
+    ]
+    return nb
+
+
+@pytest.fixture(scope="module", params=["ipywidgets-8", "ipywidgets-7.7"])
+def colab_run(request, tmp_path_factory):
+    from nbclient import NotebookClient
+
+    from adaptmllm.io import temporary_env
+
+    work = tmp_path_factory.mktemp("colab")
+    standin = work / "standin" / "google" / "colab"
+    standin.mkdir(parents=True)
+    for name, text in STANDIN.items():
+        (standin / name).write_text(text, encoding="utf-8")
+    corpus = work / "laptop" / "big.tsv"  # > 1 MB: ipywidgets' upload fails silently over ~1 MB in Colab
+    corpus.parent.mkdir()
+    rows = [f"This is English sentence number {i} about the clinic's opening hours.\t"
+            f"Seo abairt Ghaeilge uimhir {i} faoi uaireanta oscailte an chlinic." for i in range(20000)]
+    corpus.write_text("en\tga\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    path = [str(work / "standin")] + ([_ipywidgets_7()] if request.param == "ipywidgets-7.7" else [])
+    path.append(os.environ.get("PYTHONPATH", ""))
+    env = {"PYTHONPATH": os.pathsep.join(p for p in path if p), "ADAPTMLLM_DRIVE": str(work / "drive"),
+           "STANDIN_UPLOAD": str(corpus), "ADAPTMLLM_GPU": "0", "HF_HUB_OFFLINE": "1"}
+    nb = _colab_notebook(work)
+    with temporary_env(env):
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
+    return request.param, nb, work
+
+
+def test_colab_run_installs_nothing_keeps_state_uploads_switches_preset_and_stops_without_deepspeed(colab_run):
+    version, nb, work = colab_run
+    text = _outputs(nb)
+    assert f"ipywidgets {version.split('-')[1]}" in text
+    assert "adaptmllm set-up: adaptmllm already installed; all requirements already met; kept torch" in text
+    assert "Mounted at" in text and (work / "drive" / "MyDrive" / "adaptmllm" / "adaptmllm-form.yaml").is_file()
+    assert (work / "drive" / "MyDrive" / "adaptmllm" / "uploads" / "big.tsv").stat().st_size > 2**20
+    assert "uploaded big.tsv (" in text
+    stop = nb.cells[-1]
+    errors = [o for o in stop.outputs if o.output_type == "error"]
+    assert [e.ename for e in errors] == ["SystemExit"], text[-2000:]
+    assert "pip install deepspeed" in errors[0].evalue
+    assert "pip install deepspeed" in " ".join(str(o.get("data", {}).get("text/html", "")) for o in stop.outputs)
+    assert "Traceback" not in " ".join(o.get("text", "") for o in stop.outputs if o.output_type == "stream")
+
+
+def test_plan_is_shown_before_training_and_harmless_warnings_stay_in_run_log(executed):
+    nb, work = executed
+    text = _outputs(nb)
+    assert "Memory plan</b> (estimates, before the first step)" in text and "no DeepSpeed" in text
+    stderr = " ".join(o.text for c in nb.cells for o in c.get("outputs", [])
+                      if o.output_type == "stream" and o.name == "stderr")
+    assert "pin_memory" not in stderr and "lm_head" not in stderr and "deprecat" not in stderr.lower()
+    assert "pin_memory" in (work / "runs" / "ci" / "run.log").read_text(encoding="utf-8")  # kept, not shown
