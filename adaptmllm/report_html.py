@@ -482,7 +482,8 @@ def write_html_report(run_dir: str | os.PathLike, config: Any, metrics: dict, da
     if data.get("directions"):
         title = f"adaptmllm run {cfg.get('name', run_dir.name)}: " + ", ".join(
             f"{d['src_lang']} → {d['tgt_lang']}" for d in data["directions"])
-    box = {"improved": "improved", "worse": "worse"}.get(v["outcome"], "unchanged")
+    # green only when the model in model/ is the fine-tuned one that improved
+    box = {"improved": "improved", "worse": "worse"}.get(v["outcome"], "unchanged") if v["kept"] != "baseline" else "unchanged"
     parts = [f"<h1>{html.escape(title)}</h1>",
              f'<p class="meta">Model: <code>{html.escape(str(model.get("name_or_path", "?")))}</code> · '
              f"report written {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by adaptmllm {__version__}</p>",
