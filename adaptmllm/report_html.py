@@ -227,7 +227,8 @@ def _direction_blocks(m: dict) -> list:
     b, f = m.get("baseline"), m.get("finetuned")
     rows.append(["**macro average** baseline"] + ([_n(b[k]) for k in ("bleu", "chrf", "ter")] if b else
                                                   ["not scored"] * 3) + ["", ""])
-    rows.append(["**macro average** fine-tuned"] + [_n(f[k]) for k in ("bleu", "chrf", "ter")] + ["", ""])
+    fine_label = "fine-tuned (discarded, not in model/)" if m.get("kept") == "baseline" else "fine-tuned"
+    rows.append([f"**macro average** {fine_label}"] + [_n(f[k]) for k in ("bleu", "chrf", "ter")] + ["", ""])
     sel = (m.get("dev") or {}).get("selected_by") or "macro average"
     return [("h2", "Scores per direction"),
             ("table", ["Direction / system", "BLEU", "chrF++", "TER", "Test segments", "Paired bootstrap p"], rows),
