@@ -275,7 +275,7 @@ def _translate(ns) -> int:
         print(f"adaptmllm: error: {ns.model} is a CTranslate2 export: use --engine ctranslate2", file=sys.stderr)
         return 2
     else:
-        model, tokenizer = load_pretrained(ns.model, ns.src, ns.tgt, local_files_only=True)
+        model, tokenizer = load_pretrained(ns.model, ns.src, ns.tgt, local_files_only=True, flag="--model")
         import torch
 
         if torch.cuda.is_available():  # translate_texts autocasts to bf16/fp16 there
@@ -316,7 +316,12 @@ def _serve(ns) -> int:
     from .humaneval import HumanEvalError
     from .playground import AuthError, ShareError, serve
 
+    from .model import resolve_model
+
     config = ServeConfig(**{k: v for k, v in ns.serve.as_dict().items() if not k.startswith("__")})
+    resolve_model(ns.model, flag="--model")  # a missing folder fails here, naming the flag (ModelError)
+    if ns.baseline:
+        resolve_model(ns.baseline, flag="--baseline")
     try:
         server = serve(ns.model, ns.baseline, run_dir=ns.run, segments=ns.segments, db=ns.db, src_lang=ns.src,
                        tgt_lang=ns.tgt, config=config, share=ns.share, auth=_read_auth(ns),

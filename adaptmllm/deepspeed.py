@@ -844,6 +844,7 @@ def run_other_rank(config: Any, prepared: Any, progress: bool = False) -> None:
     """
     from .model import prepare_model
     from .train import fine_tune
+    from .translate import generation_settings
 
     if config.model.name_or_path == "tiny" and config.data.train is not None:
         raise ConfigError("model.name_or_path: multi-GPU runs need a pretrained model (e.g. facebook/nllb-200-3.3B); "
@@ -854,7 +855,8 @@ def run_other_rank(config: Any, prepared: Any, progress: bool = False) -> None:
         bundle = prepare_model(config, prepared.train.src + prepared.train.tgt, tokenizer_dir=tok_dir, progress=False)
     trainer, _ = fine_tune(bundle.model, bundle.tokenizer, config.train, prepared.train.src, prepared.train.tgt,
                            prepared.dev.src, prepared.dev.tgt, config.run_dir / "checkpoints", config.data.tgt_lang,
-                           config.model.max_source_length, config.model.max_target_length, progress=False)
+                           config.model.max_source_length, config.model.max_target_length, progress=False,
+                           generation=generation_settings(config))  # the same dev decoding as rank 0
     consolidated_model(trainer)
     return None
 

@@ -243,7 +243,7 @@ def plot_checkpoints(history: list[dict], checkpoints: list[dict], forgetting_in
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .report import _atomic_write_bytes
+    from .io import atomic_write_bytes
 
     hist = [(e["epoch"], e["eval_chrf"]) for e in history or [] if e.get("eval_chrf") is not None
             and e.get("epoch") is not None]
@@ -279,7 +279,7 @@ def plot_checkpoints(history: list[dict], checkpoints: list[dict], forgetting_in
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    return _atomic_write_bytes(Path(path), buf.getvalue())
+    return atomic_write_bytes(Path(path), buf.getvalue())
 
 
 # ----------------------------------------------------------------------------- all together
@@ -510,7 +510,17 @@ def select_checkpoint(run_dir: str | os.PathLike, checkpoint: Optional[str] = No
     tmp, old = run_dir / "model.selecting", run_dir / "model.previous"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
-    _load_model(chosen["path"], config, run_dir).save_pretrained(tmp)
+    from .model import forced_bos_token_id
+    from .translate import generation_settings, set_generation_config
+
+    chosen_model = _load_model(chosen["path"], config, run_dir)
+    bos = None
+    if not config.data.directions and model_dir.is_dir():  # one target language: its forced BOS token too
+        from transformers import AutoTokenizer
+
+        bos = forced_bos_token_id(AutoTokenizer.from_pretrained(str(model_dir)), config.data.tgt_lang)
+    # generation_config.json: the run's decoding, as the pipeline saves it (a checkpoint's has max_length 20)
+    set_generation_config(chosen_model, generation_settings(config), bos).save_pretrained(tmp)
     if model_dir.is_dir():
         for f in model_dir.iterdir():  # tokenizer files and the model card
             if f.is_file() and not (tmp / f.name).exists():

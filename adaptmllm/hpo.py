@@ -61,6 +61,7 @@ from .config import (HPO_DIMENSIONS, Config, ConfigError, config_from_dict, conf
 from .config import diff_dicts as _diff
 from .io import atomic_write_json, atomic_write_text, spreadsheet_cell, temporary_env
 from .run_folder import check_replaceable, mark_run_folder, remove_run_folder
+from .translate import generation_settings, set_generation_config
 
 __all__ = ["HPOError", "NoCompletedTrialError", "StudyResult", "suggest", "PruningCallback", "run_study",
            "storage_url", "open_study", "write_study_artefacts", "free_memory", "allowed_precisions",
@@ -665,7 +666,7 @@ class _Objective:
                     prepared.dev.src, prepared.dev.tgt, trial_dir / "checkpoints", cfg.data.tgt_lang,
                     cfg.model.max_source_length, cfg.model.max_target_length, progress=self.progress,
                     callbacks=[pruning, _RunName(f"{trial.study.study_name}-{name}")],
-                    score_baseline_dev=need_baseline)
+                    score_baseline_dev=need_baseline, generation=generation_settings(cfg))  # dev decoded as the test is
         finally:
             with timer("tracking"):
                 green.__exit__(None, None, None)
@@ -875,12 +876,12 @@ def _green_summary(study: Any) -> dict:
 
 
 def _png(fig: Any, path: Path) -> Path:
-    from .report import _atomic_write_bytes
+    from .io import atomic_write_bytes
 
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    return _atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _history_png(study: Any, label: str, path: Path) -> Path:
@@ -1106,7 +1107,7 @@ def _finalize(study: Any, config: Config, prepared: Any, progress: bool, timer: 
     import torch
 
     from .green import GreenReport
-    from .model import load_pretrained, prepare_model
+    from .model import forced_bos_token_id, load_pretrained, prepare_model
     from .pipeline import RunResult, _dev_better, run, score_model
     from .report import build_metrics, plot_history, write_metrics, write_model_card, write_report
 
@@ -1169,6 +1170,8 @@ def _finalize(study: Any, config: Config, prepared: Any, progress: bool, timer: 
             del model
             free_memory()
             model = base_bundle().model
+        # generation_config.json: the test's decoding and target language, for a plain model.generate(**inputs)
+        set_generation_config(model, generation_settings(cfg), forced_bos_token_id(tokenizer, cfg.data.tgt_lang))
         model.save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
         del model

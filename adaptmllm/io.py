@@ -1,5 +1,12 @@
 """Small file helpers: atomic writes, so that a kill never leaves a half-written report or config, and
-cells made safe for spreadsheets (CSV/TSV formula injection)."""
+cells made safe for spreadsheets (CSV/TSV formula injection).
+
+An atomic write goes through a temporary file ``.<name>.<random>.tmp`` in the target's folder and a
+rename; the file gets the permissions an ordinary ``open(path, "w")`` would give (``0o666`` less the
+umask, or the old file's mode when it is replaced). A process killed between the write and the rename
+(SIGKILL, power loss) leaves that temporary file behind: :func:`sweep_temp_files` removes such files,
+and every run does so in its folder when it starts (a resumed run or the next run in the same folder).
+"""
 
 from __future__ import annotations
 
@@ -11,23 +18,52 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Optional
 
-__all__ = ["atomic_write_text", "atomic_write_json", "temporary_env", "spreadsheet_cell", "spreadsheet_row",
-           "FORMULA_PREFIXES"]
+__all__ = ["atomic_write_text", "atomic_write_json", "atomic_write_bytes", "sweep_temp_files", "current_umask",
+           "temporary_env", "spreadsheet_cell", "spreadsheet_row", "FORMULA_PREFIXES"]
+
+TEMP_SUFFIX = ".tmp"
+"""Suffix of the temporary files of an atomic write (``.<name>.<random>.tmp``)."""
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and a rename.
+def current_umask() -> int:
+    """The process's umask (e.g. ``0o022``), read without changing it where the system allows
+    (``/proc/self/status`` on Linux), else by setting it and putting it back."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _file_mode(target: Path) -> int:
+    """Mode for a file written to ``target``: the old file's, else ``0o666`` less the umask (what
+    ``open(target, "w")`` gives; mkstemp's own 0o600 would hide reports from other users and web servers)."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~current_umask()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, with the
+    mode an ordinary write would give (see the module docstring).
 
     Returns the path. Parent folders are created. Raises ``OSError`` (e.g. no space left); the old
     file, if any, is then left untouched.
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=TEMP_SUFFIX, dir=p.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
+            os.fchmod(fh.fileno(), _file_mode(p))
             os.fsync(fh.fileno())
         os.replace(tmp, p)
     except BaseException:
@@ -37,6 +73,38 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             pass
         raise
     return p
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and a rename
+    (:func:`atomic_write_bytes`).
+
+    Returns the path. Parent folders are created. Raises ``OSError`` (e.g. no space left); the old
+    file, if any, is then left untouched.
+    """
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sweep_temp_files(folder: str | os.PathLike, skip: Iterable[str] = ("checkpoints",)) -> list[Path]:
+    """Remove the temporary files that atomic writes killed before their rename left in ``folder`` and
+    its sub-folders (``.<name>.<random>.tmp``; sub-folders named in ``skip`` are not searched).
+    Call it only when no other process writes there (a run does so as it starts). Returns the
+    paths removed."""
+    root, gone = Path(folder), []
+    if not root.is_dir():
+        return gone
+    for dirpath, dirnames, filenames in os.walk(root):
+        if Path(dirpath) == root:
+            dirnames[:] = [d for d in dirnames if d not in set(skip)]
+        for f in filenames:
+            if f.startswith(".") and f.endswith(TEMP_SUFFIX) and f.count(".") >= 3:
+                p = Path(dirpath) / f
+                try:
+                    p.unlink()
+                    gone.append(p)
+                except OSError:
+                    pass
+    return gone
 
 
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:

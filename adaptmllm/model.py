@@ -29,6 +29,8 @@ __all__ = [
     "build_tokenizer",
     "build_tiny_model",
     "load_pretrained",
+    "resolve_model",
+    "hub_reachable",
     "set_languages",
     "forced_bos_token_id",
     "prepare_model",
@@ -188,21 +190,102 @@ def base_licence(name_or_path: str) -> str:
     return "unknown"
 
 
+HUB_CHECK_TIMEOUT_S = 3.0
+"""Seconds :func:`hub_reachable` waits for a TCP connection to the hub before calling it unreachable."""
+
+
+def _truthy_env(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_reachable(timeout: float = HUB_CHECK_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the Hugging Face hub (``$HF_ENDPOINT``, default huggingface.co:443)
+    opens within ``timeout`` seconds: a bounded check, instead of huggingface_hub's minute of retries."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _looks_like_path(name: str) -> bool:
+    """A folder, not a hub id: starts with ``/ . ~``, or has a path separator other than the one ``/`` of
+    ``owner/name`` (hub ids have exactly one)."""
+    seps = {os.sep, os.altsep or os.sep} - {"/"}
+    return name.startswith(("/", ".", "~")) or any(s in name for s in seps) or name.count("/") > 1
+
+
+def resolve_model(name_or_path: str, local_files_only: bool = False, flag: str = "model.name_or_path"
+                  ) -> tuple[str, bool]:
+    """Check that the model ``name_or_path`` can be loaded, before anything is loaded or written, and
+    say how: returns ``(name_or_path, offline)``, with ``~`` expanded for a folder and ``offline``
+    True when it must be loaded from local files only (a folder, ``local_files_only``,
+    ``HF_HUB_OFFLINE``, or a hub model already in the local cache while the hub is unreachable).
+
+    ``tiny`` is returned as it is. A path (starting with ``/``, ``.`` or ``~``, or holding a path
+    separator beyond one ``owner/name`` slash) must be an existing folder with ``config.json``. A hub
+    name offline must be in the Hugging Face cache; online, the hub must answer within
+    :data:`HUB_CHECK_TIMEOUT_S` seconds (:func:`hub_reachable`), so no minute is spent in retries.
+
+    Raises:
+        ModelError: ``"<flag>: no such folder: PATH"``; a folder without ``config.json``; a hub model
+            that cannot be fetched (offline and not cached), naming ``hf download NAME --local-dir DIR``.
+    """
+    name = str(name_or_path)
+    if name == "tiny":
+        return name, bool(local_files_only)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not any((path / f).is_file() for f in ("config.json", "adapter_config.json", "model.bin")):
+            raise ModelError(f"{flag}: {name} is not a model folder (no config.json in it); give the folder "
+                             "written by save_pretrained, e.g. runs/<name>/model")
+        return str(path), True
+    if _looks_like_path(name):
+        raise ModelError(f"{flag}: no such folder: {name}")
+    offline = bool(local_files_only) or _truthy_env("HF_HUB_OFFLINE") or _truthy_env("TRANSFORMERS_OFFLINE")
+    if not offline and hub_reachable():
+        return name, False
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except Exception:  # not a valid repository id
+        cached = None
+    if isinstance(cached, str):
+        return name, True
+    why = ("offline (HF_HUB_OFFLINE or model.local_files_only)" if offline else
+           f"the Hugging Face hub ({os.environ.get('HF_ENDPOINT') or 'huggingface.co'}) cannot be reached")
+    local = f"./{name.rstrip('/').split('/')[-1]}"
+    raise ModelError(f"{flag}: {name!r} is not a local folder, is not in the Hugging Face cache, and {why}. "
+                     f"Download it on a machine with network access (hf download {name} --local-dir {local}), "
+                     f"copy that folder here and give {flag} {local}"
+                     + (", or use model.name_or_path=tiny for the offline demo model" if flag.startswith("model.")
+                        else ""))
+
+
 def load_pretrained(name_or_path: str, src_lang: str, tgt_lang: str, local_files_only: bool = False,
-                    model_kwargs: Optional[dict] = None) -> tuple[Any, Any]:
+                    model_kwargs: Optional[dict] = None, flag: str = "model.name_or_path") -> tuple[Any, Any]:
     """Load a sequence-to-sequence checkpoint (NLLB-200, M2M100, Marian) and its tokenizer.
 
     ``name_or_path`` is a local folder (``save_pretrained`` output) or a hub name such as
     ``facebook/nllb-200-distilled-600M``. Returns ``(model, tokenizer)`` with languages set.
     ``model_kwargs`` go to the model's ``from_pretrained`` (e.g. ``dtype``, ``quantization_config``).
+    ``flag`` names the setting that gave ``name_or_path`` in error messages (``--model`` for the CLI's
+    translate and serve).
 
     Raises:
-        ModelError: the folder is incomplete, or the hub cannot be reached (offline), with the fix.
+        ModelError: see :func:`resolve_model` (checked first, fast); the folder is incomplete, or the
+            model cannot be fetched, with the fix.
     """
+    name_or_path, offline = resolve_model(name_or_path, local_files_only, flag)  # fast, before the heavy import
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     local = Path(name_or_path).exists()
-    offline = local_files_only or os.environ.get("HF_HUB_OFFLINE") == "1"
     try:
         kwargs: dict[str, Any] = {"local_files_only": offline}
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
@@ -212,10 +295,11 @@ def load_pretrained(name_or_path: str, src_lang: str, tgt_lang: str, local_files
             raise ModelError(f"{name_or_path}: not a complete model folder ({e}); it needs config.json, the weights "
                              "(model.safetensors) and the tokenizer files, as written by save_pretrained") from e
         raise ModelError(
-            f"model.name_or_path: cannot load {name_or_path!r} from the Hugging Face hub ({type(e).__name__}). "
-            "Without network access, download it elsewhere (huggingface-cli download "
-            f"{name_or_path} --local-dir ./{Path(name_or_path).name}), copy that folder here and set "
-            f"model.name_or_path to the folder, or use model.name_or_path=tiny for the offline demo model") from e
+            f"{flag}: cannot load {name_or_path!r} from the Hugging Face hub ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else ''}). Without network access, download it elsewhere "
+            f"(hf download {name_or_path} --local-dir ./{Path(name_or_path).name}), copy that folder here and "
+            f"give {flag} that folder" + (", or use model.name_or_path=tiny for the offline demo model"
+                                          if flag.startswith("model.") else "")) from e
     set_languages(tokenizer, src_lang, tgt_lang)
     return model, tokenizer
 

@@ -24,6 +24,7 @@ from typing import Any, Optional, Sequence
 
 from .config import DataConfig, direction_name
 from .data import DataError, Pairs, PreparedData, load_pairs, prepare_data
+from .translate import generation_settings, set_generation_config
 
 __all__ = [
     "Direction",
@@ -536,7 +537,7 @@ def run_multilingual(config: Any, progress: bool = True, callbacks: Sequence[Any
     from .data import save_splits
     from .evaluation import evaluate_outputs, forgetting
     from .green import GreenTracker
-    from .io import atomic_write_json
+    from .io import atomic_write_json, sweep_temp_files
     from .lora import save_plain_model
     from .metrics import check_optional_metrics, write_hypotheses
     from .pipeline import _dev_better, _log_to_file, finish_run, prepare_run_dir, score_model, train_summary
@@ -556,7 +557,11 @@ def run_multilingual(config: Any, progress: bool = True, callbacks: Sequence[Any
     multi = prepare_directions(config.data)
     forget_sets = load_forgetting_tests(config)
     check_optional_metrics(config.eval.spm_model, config.eval.comet_model)
+    from .model import resolve_model
+
+    resolve_model(config.model.name_or_path, config.model.local_files_only)  # before the run folder is touched
     run_dir = prepare_run_dir(config)
+    sweep_temp_files(run_dir)  # left by a run killed between an atomic write and its rename
     handler = _log_to_file(run_dir / "run.log")
     try:
         log.info("run %s: %s", config.name, ", ".join(names))
@@ -598,7 +603,8 @@ def run_multilingual(config: Any, progress: bool = True, callbacks: Sequence[Any
                 model, tokenizer, config.train, multi.train.src, multi.train.tgt, dev_src, dev_tgt,
                 run_dir / "checkpoints", multi.languages[0][1], config.model.max_source_length,
                 config.model.max_target_length, progress=progress, callbacks=callbacks,
-                languages=multi.languages, train_dirs=multi.train_dirs, dev_dirs=dev_dirs, select_direction=sel)
+                languages=multi.languages, train_dirs=multi.train_dirs, dev_dirs=dev_dirs, select_direction=sel,
+                generation=generation_settings(config))  # dev decoded as the test is
         atomic_write_json(run_dir / "history.json", result.history)
         curves = plot_history(result.history, run_dir / "training_curves.png")
         from .deepspeed import consolidated_model
@@ -615,12 +621,13 @@ def run_multilingual(config: Any, progress: bool = True, callbacks: Sequence[Any
             import shutil
 
             shutil.rmtree(model_dir)
+        # generation_config.json: the test's decoding; no forced BOS token (one target language per direction)
         if kept == "baseline":
             base_bundle, _ = build_model(config, multi, tok_dir, False, reuse_tokenizer=True,
                                          vocab_dir=run_dir / "tokenizer-extension")
-            save_plain_model(base_bundle.model, model_dir)
+            save_plain_model(set_generation_config(base_bundle.model, generation_settings(config)), model_dir)
         else:
-            save_plain_model(model, model_dir)
+            save_plain_model(set_generation_config(model, generation_settings(config)), model_dir)
         tokenizer.save_pretrained(model_dir)
         del trainer
 

@@ -1172,12 +1172,13 @@ def _metrics(result: Any) -> tuple[dict, Optional[Path]]:
 def scores_html(metrics: dict) -> str:
     """The verdict, the test scores table (baseline vs fine-tuned, difference) and the sacrebleu
     signatures of a ``metrics.json`` dict, as HTML."""
-    from .report import LABELS, SCORE_KEYS, verdict
+    from .report import LABELS, SCORE_KEYS, system_labels, verdict
 
     base, fine, delta = metrics.get("baseline"), metrics.get("finetuned"), metrics.get("delta")
     head = "".join(f"<th>{LABELS[k]}</th>" for k in SCORE_KEYS)
     rows = []
-    for label, s in (("Baseline", base), ("Fine-tuned", fine)):
+    labels = system_labels(metrics)
+    for label, s in ((labels["baseline"], base), (labels["finetuned"], fine)):
         cells = "".join(f"<td>{s[k]:.1f}</td>" if s else "<td>not scored</td>" for k in SCORE_KEYS)
         rows.append(f"<tr><td style='text-align:left'>{label}</td>{cells}</tr>")
     if delta:

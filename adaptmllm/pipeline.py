@@ -30,7 +30,7 @@ from typing import Any, Optional, Sequence
 
 from .config import Config, ConfigError, config_from_dict, config_to_dict, save_config
 from .config import diff_dicts as _diff
-from .io import atomic_write_json
+from .io import atomic_write_json, sweep_temp_files
 from .run_folder import RunFolderError, mark_run_folder, remove_run_folder
 
 __all__ = ["RunResult", "RunFolderError", "run", "score_model", "prepare_run_dir"]
@@ -219,16 +219,23 @@ def run(config: Config | dict, progress: bool = True, callbacks: Sequence[Any] =
     if not is_main_process():  # a multi-GPU run: ranks > 0 only train alongside rank 0, which writes
         return run_other_rank(config, prepared, progress)
     from .evaluation import evaluate_outputs, load_general_test, score_checkpoints, score_general
-    from .translate import engine_model
+    from .model import forced_bos_token_id, resolve_model
+    from .translate import engine_model, generation_settings, set_generation_config
     from .metrics import check_optional_metrics
 
     general = load_general_test(config)  # eval.general_test: the forgetting check's set, or None
     check_optional_metrics(config.eval.spm_model, config.eval.comet_model)
+    # The model must be loadable before the run folder is touched: a bad path or an unreachable hub
+    # model fails fast with nothing written (ModelError names the fix).
+    resolve_model(config.model.name_or_path, config.model.local_files_only)
     fresh = not (config.run_dir.is_dir() and any(config.run_dir.iterdir()))
     run_dir = prepare_run_dir(config)
+    swept = sweep_temp_files(run_dir)  # left by a run killed between an atomic write and its rename
     handler = _log_to_file(run_dir / "run.log")
     try:
         log.info("run %s: %s -> %s", config.name, config.data.src_lang, config.data.tgt_lang)
+        if swept:
+            log.info("removed %d temporary file(s) left by a killed run: %s", len(swept), ", ".join(map(str, swept)))
         save_splits(prepared, run_dir / "data")
         counts = {k: len(getattr(prepared, k)) for k in ("train", "dev", "test")}
         log.info("data: %s", counts)
@@ -259,7 +266,7 @@ def run(config: Config | dict, progress: bool = True, callbacks: Sequence[Any] =
                 model, tokenizer, config.train, prepared.train.src, prepared.train.tgt, prepared.dev.src,
                 prepared.dev.tgt, run_dir / "checkpoints", config.data.tgt_lang,
                 config.model.max_source_length, config.model.max_target_length, progress=progress,
-                callbacks=callbacks)
+                callbacks=callbacks, generation=generation_settings(config))  # dev decoded as the test is
         atomic_write_json(run_dir / "history.json", result.history)
         curves = plot_history(result.history, run_dir / "training_curves.png")
         model = consolidated_model(trainer)  # under ZeRO-3: the gathered weights as a plain model
@@ -281,12 +288,14 @@ def run(config: Config | dict, progress: bool = True, callbacks: Sequence[Any] =
         model_dir = run_dir / "model"
         if model_dir.exists():
             shutil.rmtree(model_dir)
+        # generation_config.json: the test's decoding and target language, for a plain model.generate(**inputs)
+        decoding = generation_settings(config), forced_bos_token_id(tokenizer, config.data.tgt_lang)
         if kept == "baseline":
             base = prepare_model(config, prepared.train.src + prepared.train.tgt, tokenizer_dir=tok_dir,
                                  progress=False, reuse_tokenizer=True)
-            save_plain_model(base.model, model_dir)
+            save_plain_model(set_generation_config(base.model, *decoding), model_dir)
         else:
-            save_plain_model(model, model_dir)  # LoRA adapters merged: a plain checkpoint
+            save_plain_model(set_generation_config(model, *decoding), model_dir)  # LoRA merged: a plain checkpoint
         tokenizer.save_pretrained(model_dir)
         del trainer
 

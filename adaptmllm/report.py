@@ -11,16 +11,15 @@ import dataclasses
 import io
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = ["plot_history", "write_metrics", "write_report", "write_model_card", "verdict",
-           "build_metrics", "verdict_info", "format_p"]
+           "build_metrics", "verdict_info", "format_p", "system_labels"]
 
 SCORE_KEYS = ("bleu", "chrf", "ter")
 LABELS = {"bleu": "BLEU", "chrf": "chrF++", "ter": "TER"}
@@ -29,21 +28,6 @@ SAME = 0.05
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def _atomic_write_bytes(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
 
 def _config_dict(config: Any) -> dict:
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
@@ -92,6 +76,10 @@ def build_metrics(metrics: dict) -> dict:
     without a baseline), ``green`` (a :class:`~adaptmllm.green.GreenReport` or its dict, or None),
     then any other keys unchanged (``best_checkpoint``, ``data``, ``train``...).
 
+    With ``kept`` (what ``model/`` holds: ``"finetuned"`` or ``"baseline"``), the ``finetuned`` dict gets
+    ``"kept": True`` or ``False``: ``False`` means its scores are those of a fine-tuned checkpoint that
+    was discarded (never beat the baseline on the dev set) and is not in ``model/``.
+
     Raises:
         ValueError: ``finetuned`` is missing, or a score dict lacks numeric bleu, chrf or ter.
     """
@@ -99,6 +87,8 @@ def build_metrics(metrics: dict) -> dict:
         raise ValueError("metrics needs a 'finetuned' entry (the fine-tuned model's test scores)")
     base = _check_scores("baseline", metrics.get("baseline"))
     fine = _check_scores("finetuned", metrics["finetuned"])
+    if fine is not None and metrics.get("kept") in ("finetuned", "baseline"):
+        fine = {**fine, "kept": metrics["kept"] == "finetuned"}
     green = metrics.get("green")
     if green is not None and not isinstance(green, dict):
         green = green.to_dict()
@@ -121,10 +111,32 @@ def _outcome(m: dict) -> Optional[str]:
     return "unchanged"
 
 
+def _kept_baseline_head(m: dict) -> str:
+    """The verdict's first sentence when ``model/`` holds the baseline (``kept == "baseline"``)."""
+    dev = m.get("dev") or {}
+    label = LABELS.get(dev.get("metric") or "", dev.get("metric") or "the dev metric")
+    scores = ""
+    if isinstance(dev.get("best"), (int, float)) and isinstance(dev.get("baseline"), (int, float)):
+        scores = f" (dev {label}: best fine-tuned checkpoint {dev['best']:.1f}, baseline {dev['baseline']:.1f})"
+    return f"model/ holds the baseline, unchanged: fine-tuning never beat it on the dev set{scores}."
+
+
+def system_labels(m: dict) -> dict:
+    """Row labels of the baseline and the fine-tuned model in score tables (report.md, report.html, the
+    notebook, the model card), saying which one ``model/`` holds when the fine-tuned checkpoint was
+    discarded: ``{"baseline": str, "finetuned": str}``."""
+    if m.get("kept") == "baseline":
+        return {"baseline": "Baseline (kept in model/)", "finetuned": "Fine-tuned (discarded, not in model/)"}
+    return {"baseline": "Baseline", "finetuned": "Fine-tuned"}
+
+
 def _legacy_verdict(m: dict) -> str:
     """The verdict from the score differences alone (no significance test in ``m``)."""
     d = m["delta"]
     ter = f"TER {d['ter']:+.1f}, lower is better"
+    if m.get("kept") == "baseline":
+        return (_kept_baseline_head(m) + f" On the test set the discarded fine-tuned checkpoint scored chrF++ "
+                f"{d['chrf']:+.1f}, BLEU {d['bleu']:+.1f} and {ter} against the baseline.")
     outcome = _outcome(m)
     if outcome == "improved":
         up = [f"{LABELS[k]} by {d[k]:+.1f}" for k in ("bleu", "chrf") if d[k] >= SAME]
@@ -133,9 +145,7 @@ def _legacy_verdict(m: dict) -> str:
     if outcome == "worse":
         head = (f"Fine-tuning did not improve on the baseline (chrF++ {d['chrf']:+.1f}, "
                 f"BLEU {d['bleu']:+.1f}, {ter})")
-        if m.get("kept") == "finetuned":
-            return head + "."
-        return head + ": the baseline is kept as the better model."
+        return head + "."
     return (f"Fine-tuning left chrF++ and BLEU unchanged (both within {SAME} points of the "
             f"baseline; {ter}).")
 
@@ -157,10 +167,12 @@ def verdict_info(metrics: dict) -> dict:
     and the difference is at least 0.05 points, else ``unchanged`` ("did not significantly
     change"); the text gives the difference, its 95% confidence interval and p, then BLEU and TER
     (lower is better) with their p-values. Without one, the older rule applies: chrF++ first, then
-    BLEU, a change under 0.05 points reads as unchanged. The text then says which model ``model/``
-    holds when that disagrees with the test outcome (``kept``: the pipeline keeps the baseline when
-    fine-tuning never beat it on the dev set), a hand-selected checkpoint (``selected_checkpoint``),
-    and warns when the forgetting check is flagged (``forgetting.flagged``).
+    BLEU, a change under 0.05 points reads as unchanged. The first sentence is about the model in
+    ``model/``: when the pipeline kept the baseline (``kept == "baseline"``: fine-tuning never beat it
+    on the dev set), the text opens with that, and the test comparison follows as the discarded
+    fine-tuned checkpoint's. It then says when ``model/`` holds a fine-tuned model that the test set
+    finds worse, a hand-selected checkpoint (``selected_checkpoint``), and warns when the forgetting
+    check is flagged (``forgetting.flagged``).
 
     Returns ``{"outcome": "improved"|"unchanged"|"worse"|"not_compared"|"not_scored", "metric":
     "chrf", "significant": bool or None, "p_value", "delta", "delta_ci": [low, high] or None,
@@ -192,7 +204,12 @@ def verdict_info(metrics: dict) -> dict:
         significant = bool(s["significant"]) and abs(delta) >= SAME
         outcome = ("improved" if delta > 0 else "worse") if significant else "unchanged"
         ci = f"95% CI {lo:+.1f} to {hi:+.1f}, {format_p(p)}"
-        if outcome == "improved":
+        if kept == "baseline":  # the first sentence is about what model/ holds
+            who = _kept_baseline_head(m) + " On the test set the discarded fine-tuned checkpoint"
+            head = (f"{who} would have improved chrF++ by {delta:.1f} points ({ci})" if outcome == "improved" else
+                    f"{who} was worse too, chrF++ {-delta:.1f} points lower ({ci})" if outcome == "worse" else
+                    f"{who} did not significantly change chrF++ ({delta:+.1f} points, {ci})")
+        elif outcome == "improved":
             head = f"Fine-tuning improved chrF++ by {delta:.1f} points ({ci})"
         elif outcome == "worse":
             head = f"Fine-tuning made chrF++ worse by {-delta:.1f} points ({ci})"
@@ -204,10 +221,7 @@ def verdict_info(metrics: dict) -> dict:
                 note = ", lower is better" if k == "ter" else ""
                 rest.append(f"{SIG_LABELS[k]} {sig[k]['delta']:+.1f} ({format_p(sig[k]['p_value'])}{note})")
         text = head + ("; " + ", ".join(rest) if rest else "") + "."
-        if kept == "baseline":
-            text += (" It never beat the baseline on the dev set, though, so model/ holds the baseline."
-                     if outcome == "improved" else " model/ holds the baseline, which fine-tuning never beat on the dev set.")
-        elif kept == "finetuned" and outcome == "worse" and not m.get("selected_checkpoint"):
+        if kept == "finetuned" and outcome == "worse" and not m.get("selected_checkpoint"):
             text += (" model/ holds the fine-tuned model because it beat the baseline on the dev set; "
                      "on this test set the baseline is better.")
         info.update(outcome=outcome, significant=significant, p_value=p, delta=delta, delta_ci=[lo, hi], text=text)
@@ -270,7 +284,7 @@ def plot_history(history: list[dict], path: str | os.PathLike) -> Optional[Path]
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    return _atomic_write_bytes(Path(path), buf.getvalue())
+    return atomic_write_bytes(Path(path), buf.getvalue())
 
 
 # ----------------------------------------------------------------------------- metrics.json
@@ -289,8 +303,9 @@ def write_metrics(run_dir: str | os.PathLike, metrics: dict) -> Path:
 # ----------------------------------------------------------------------------- report.md
 
 def _scores_md(m: dict, model_name: str) -> list[str]:
-    rows = [("Baseline" + (f" (`{model_name}`)" if model_name else ""), m["baseline"]),
-            ("Fine-tuned", m["finetuned"])]
+    labels = system_labels(m)
+    rows = [(labels["baseline"] + (f" (`{model_name}`)" if model_name else ""), m["baseline"]),
+            (labels["finetuned"], m["finetuned"])]
     out = ["| System | BLEU | chrF++ | TER |", "|---|---:|---:|---:|"]
     for label, s in rows:
         cells = [_n(s[k]) if s else "not scored" for k in SCORE_KEYS]
@@ -442,7 +457,8 @@ def write_model_card(model_dir: str | os.PathLike, config: Any, metrics: dict,
     cfg, m = _config_dict(config), build_metrics(metrics)
     data, ev = cfg.get("data") or {}, cfg.get("eval") or {}
     src, tgt = data.get("src_lang", "?"), data.get("tgt_lang", "?")
-    fine = m["finetuned"] or {}
+    # model-index: the scores of the model in this folder (the baseline when fine-tuning was discarded)
+    fine = (m["baseline"] if m.get("kept") == "baseline" else m["finetuned"]) or {}
     is_hub = bool(re.fullmatch(r"[\w.-]+/[\w.-]+", base_model or "")) and not Path(base_model).exists()
     is_nllb = "nllb" in (base_model or "").lower() or base_licence.lower() == "cc-by-nc-4.0"
     name = cfg.get("name") or model_dir.name

@@ -227,7 +227,8 @@ def _direction_blocks(m: dict) -> list:
     b, f = m.get("baseline"), m.get("finetuned")
     rows.append(["**macro average** baseline"] + ([_n(b[k]) for k in ("bleu", "chrf", "ter")] if b else
                                                   ["not scored"] * 3) + ["", ""])
-    rows.append(["**macro average** fine-tuned"] + [_n(f[k]) for k in ("bleu", "chrf", "ter")] + ["", ""])
+    fine_label = "fine-tuned (discarded, not in model/)" if m.get("kept") == "baseline" else "fine-tuned"
+    rows.append([f"**macro average** {fine_label}"] + [_n(f[k]) for k in ("bleu", "chrf", "ter")] + ["", ""])
     sel = (m.get("dev") or {}).get("selected_by") or "macro average"
     return [("h2", "Scores per direction"),
             ("table", ["Direction / system", "BLEU", "chrF++", "TER", "Test segments", "Paired bootstrap p"], rows),
@@ -482,7 +483,8 @@ def write_html_report(run_dir: str | os.PathLike, config: Any, metrics: dict, da
     if data.get("directions"):
         title = f"adaptmllm run {cfg.get('name', run_dir.name)}: " + ", ".join(
             f"{d['src_lang']} → {d['tgt_lang']}" for d in data["directions"])
-    box = {"improved": "improved", "worse": "worse"}.get(v["outcome"], "unchanged")
+    # green only when the model in model/ is the fine-tuned one that improved
+    box = {"improved": "improved", "worse": "worse"}.get(v["outcome"], "unchanged") if v["kept"] != "baseline" else "unchanged"
     parts = [f"<h1>{html.escape(title)}</h1>",
              f'<p class="meta">Model: <code>{html.escape(str(model.get("name_or_path", "?")))}</code> · '
              f"report written {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by adaptmllm {__version__}</p>",

@@ -124,12 +124,13 @@ def cpu_distributed_args() -> dict:
 
 
 def training_args(tc: TrainConfig, output_dir: str | os.PathLike, evaluate: bool = True,
-                  steps_per_epoch: int = 0, progress: bool = True, generation_max_length: int = 128,
-                  plan: Any = None) -> Any:
+                  steps_per_epoch: int = 0, progress: bool = True, generation_max_length: Optional[int] = 128,
+                  plan: Any = None, generation_num_beams: Optional[int] = 1) -> Any:
     """The one adapter from :class:`TrainConfig` to ``Seq2SeqTrainingArguments``.
 
-    With ``evaluate``, the dev set is scored (generated output, greedy) every ``tc.eval_every_epochs``
-    epochs, a checkpoint is saved at each evaluation, and the best one by ``tc.metric_for_best_model``
+    With ``evaluate``, the dev set is scored (generated output: beam ``generation_num_beams``, at most
+    ``generation_max_length`` tokens; None for either: the model's ``generation_config`` decides) every
+    ``tc.eval_every_epochs`` epochs, a checkpoint is saved at each evaluation, and the best one by ``tc.metric_for_best_model``
     is loaded at the end. ``steps_per_epoch`` (optimizer steps) is needed when evaluating every k > 1 epochs.
     ``plan`` (:class:`adaptmllm.deepspeed.ZeroPlan`) adds its DeepSpeed config and gradient
     checkpointing; without one, ``tc.gradient_checkpointing`` decides (empty: off).
@@ -149,7 +150,8 @@ def training_args(tc: TrainConfig, output_dir: str | os.PathLike, evaluate: bool
         report_to=[] if tc.report_to == "none" else [tc.report_to], disable_tqdm=not progress,
         save_total_limit=tc.save_total_limit,
         train_sampling_strategy="group_by_length" if tc.group_by_length else "random", dataloader_num_workers=0, remove_unused_columns=True,
-        predict_with_generate=evaluate, generation_max_length=generation_max_length, generation_num_beams=1,
+        predict_with_generate=evaluate, generation_max_length=generation_max_length,
+        generation_num_beams=generation_num_beams,
         optim=resolve_optim(tc.optim), label_names=["labels"], gradient_checkpointing=checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
     )
@@ -251,6 +253,25 @@ def tokenize_directions(tokenizer: Any, languages: Sequence[tuple[str, str]], sr
     return ds.select(inverse)
 
 
+def _length_capped_trainer(base: type, max_new_tokens: int) -> type:
+    """A subclass of Trainer class ``base`` that generates each dev batch with at most
+    :func:`adaptmllm.translate.length_cap` new tokens (its longest source, ``max_new_tokens``): the
+    length rule of the test's :func:`adaptmllm.translate.translate_texts`."""
+    from .translate import length_cap
+
+    class LengthCappedTrainer(base):
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+            if not gen_kwargs and hasattr(self, "_gen_kwargs"):
+                gen_kwargs = self._gen_kwargs.copy()
+            if "attention_mask" in inputs and gen_kwargs.get("max_new_tokens") is None:
+                longest = int(inputs["attention_mask"].sum(-1).max())
+                # as max_length (+1: the decoder start token), so the Trainer's default max_length never clashes
+                gen_kwargs["max_length"] = length_cap(longest, max_new_tokens) + 1
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
+
+    return LengthCappedTrainer
+
+
 def _multi_direction_trainer(base: type, dev_sets: dict, select: Optional[str], metric: str) -> type:
     """A subclass of Trainer class ``base`` whose evaluation scores each direction's dev set with the
     forced BOS token of its target (``dev_sets``: name -> (dataset, forced BOS id)) and reports
@@ -291,7 +312,7 @@ def fine_tune(model: Any, tokenizer: Any, tc: TrainConfig, train_src: Sequence[s
               callbacks: Sequence[Any] = (), score_baseline_dev: bool = True, *,
               languages: Optional[Sequence[tuple[str, str]]] = None, train_dirs: Optional[Sequence[int]] = None,
               dev_dirs: Optional[Sequence[int]] = None, select_direction: Optional[str] = None,
-              ) -> tuple[Any, TrainResult]:
+              generation: Optional[dict] = None) -> tuple[Any, TrainResult]:
     """Fine-tune ``model`` on the training pairs, scoring the dev pairs each epoch.
 
     Checkpoints go to ``output_dir`` (``checkpoint-<step>``; also every ``tc.save_steps`` steps when
@@ -309,6 +330,12 @@ def fine_tune(model: Any, tokenizer: Any, tc: TrainConfig, train_src: Sequence[s
     each direction is scored with its target's forced BOS token (``eval_<src>-><tgt>_chrf`` ... in the
     history), and the best checkpoint is chosen by the macro average over the directions, or by
     ``select_direction`` (``"eng_Latn->gle_Latn"``). ``tgt_lang`` is then unused.
+
+    ``generation`` (:func:`adaptmllm.translate.generation_settings`: beam size, ``max_new_tokens``,
+    penalties) is how the dev set is decoded to pick the best checkpoint: pass the test's decoding, so
+    the checkpoint kept is the best one as the test will decode it. It is written into
+    ``model.generation_config`` (saved with every checkpoint). None: greedy, at most
+    ``max_target_length`` tokens.
 
     Raises:
         ValueError: empty training or dev set; ``select_direction`` not among the dev directions;
@@ -353,6 +380,15 @@ def fine_tune(model: Any, tokenizer: Any, tc: TrainConfig, train_src: Sequence[s
         train_ds = tokenize_pairs(tokenizer, train_src, train_tgt, max_source_length, max_target_length)
         dev_ds = tokenize_pairs(tokenizer, dev_src, dev_tgt, max_source_length, max_target_length)
     model.generation_config.max_length = None
+    if generation is not None:
+        from .translate import set_generation_config
+
+        # beam size and penalties in the model's generation_config; the length cap per batch (test's rule)
+        settings = {**generation, "max_new_tokens": None, "max_length": None}
+        set_generation_config(model, settings)
+    # the dev decoding: the model's generation_config (set just above) or greedy up to max_target_length
+    gen_args = (dict(generation_max_length=None, generation_num_beams=None) if generation is not None else
+                dict(generation_max_length=max_target_length, generation_num_beams=1))
     ranks = world_size()
     steps_per_epoch = max(1, -(-len(train_ds) // (tc.per_device_train_batch_size * tc.gradient_accumulation_steps
                                                   * ranks)))
@@ -368,12 +404,14 @@ def fine_tune(model: Any, tokenizer: Any, tc: TrainConfig, train_src: Sequence[s
             # untouched model with a plain Trainer first (before DeepSpeed's arguments exist).
             with no_deepspeed_env():
                 plain_args = training_args(tc, output_dir, evaluate=True, steps_per_epoch=steps_per_epoch,
-                                           progress=progress, generation_max_length=max_target_length)
-                base = Seq2SeqTrainer(model=model, args=plain_args, eval_dataset=dev_ds, processing_class=tokenizer,
+                                           progress=progress, **gen_args)
+                plain = (_length_capped_trainer(Seq2SeqTrainer, generation["max_new_tokens"])
+                         if generation is not None and generation.get("max_new_tokens") else Seq2SeqTrainer)
+                base = plain(model=model, args=plain_args, eval_dataset=dev_ds, processing_class=tokenizer,
                                       data_collator=collator, compute_metrics=compute_metrics).evaluate()
             del plain_args
     args = training_args(tc, output_dir, evaluate=True, steps_per_epoch=steps_per_epoch, progress=progress,
-                         generation_max_length=max_target_length, plan=plan)
+                         plan=plan, **gen_args)
     cbs = list(callbacks)
     if tc.early_stopping_patience:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=tc.early_stopping_patience))
@@ -385,6 +423,8 @@ def fine_tune(model: Any, tokenizer: Any, tc: TrainConfig, train_src: Sequence[s
         from .resilience import resilient_trainer_class
 
         cls = resilient_trainer_class(trainer_class(plan))  # a full disk while saving: DiskFullError
+        if generation is not None and generation.get("max_new_tokens"):
+            cls = _length_capped_trainer(cls, generation["max_new_tokens"])
         if dev_sets:
             cls = _multi_direction_trainer(cls, dev_sets, select_direction, tc.metric_for_best_model)
         trainer = cls(model=model, args=args, train_dataset=train_ds, eval_dataset=dev_ds,
@@ -402,8 +442,7 @@ def fine_tune(model: Any, tokenizer: Any, tc: TrainConfig, train_src: Sequence[s
     def rebuild(t: TrainConfig) -> Any:  # the same Trainer with other batch settings (auto-batch retries)
         with no_deepspeed_env():
             return cls(model=model, args=training_args(t, output_dir, evaluate=True, steps_per_epoch=steps_per_epoch,
-                                                       progress=progress, generation_max_length=max_target_length,
-                                                       plan=plan),
+                                                       progress=progress, plan=plan, **gen_args),
                        train_dataset=train_ds, eval_dataset=dev_ds, processing_class=tokenizer,
                        data_collator=collator, compute_metrics=compute_metrics, callbacks=cbs)
 

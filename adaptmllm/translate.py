@@ -26,7 +26,8 @@ from functools import lru_cache
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 __all__ = ["translate_texts", "token_budget_batches", "length_sorted_batches", "split_into_sentences",
-           "eval_kwargs", "engine_model", "ENGINES", "read_lines"]
+           "eval_kwargs", "engine_model", "ENGINES", "read_lines", "generation_settings", "set_generation_config",
+           "length_cap"]
 
 log = logging.getLogger(__name__)
 
@@ -297,10 +298,16 @@ class _session:
             self.model.train(self.was_training)
 
 
+def length_cap(longest_source: int, max_new_tokens: int) -> int:
+    """New tokens a batch may generate: ``min(max_new_tokens, 2 * longest_source + 10)`` (tokens; the
+    longest source of the batch counted with its language code and ``</s>``). No translation is more
+    than twice its source plus 10 tokens: this stops a model that never emits ``</s>`` (an untrained
+    baseline) from running to ``max_new_tokens`` on every segment. Test and dev decoding both use it."""
+    return min(max_new_tokens, 2 * longest_source + 10)
+
+
 def _limit(batch_ids: list[list[int]], max_new_tokens: int) -> int:
-    # No translation is more than twice its source plus 10 tokens: this stops a model that never
-    # emits </s> (an untrained baseline) from running to max_new_tokens on every segment.
-    return min(max_new_tokens, 2 * max(len(x) for x in batch_ids) + 10)
+    return length_cap(max(len(x) for x in batch_ids), max_new_tokens)
 
 
 def _hf_generate(model: Any, tokenizer: Any, batch_ids: list[list[int]], device: Any, *, num_beams: int,
@@ -339,6 +346,36 @@ def eval_kwargs(config: Any) -> dict:
                 max_source_length=config.model.max_source_length, max_batch_tokens=e.max_batch_tokens,
                 length_penalty=e.length_penalty, no_repeat_ngram_size=e.no_repeat_ngram_size,
                 split_sentences=e.split_sentences)
+
+
+def generation_settings(config: Any) -> dict:
+    """The ``GenerationConfig`` attributes of ``config.eval``'s decoding, as :func:`translate_texts` uses it:
+    ``num_beams``, ``max_new_tokens`` (tokens, the language code included) with ``max_length`` None, and
+    ``length_penalty`` (beam search only) / ``no_repeat_ngram_size`` (when set).
+
+    The one decoding of a run: dev scoring for checkpoint selection (:func:`adaptmllm.train.fine_tune`)
+    and the test set use it, and the saved model's ``generation_config.json`` holds it, so a plain
+    ``model.generate(**inputs)`` decodes as adaptmllm's test did."""
+    e = config.eval
+    out: dict = {"num_beams": e.num_beams, "max_new_tokens": e.max_new_tokens, "max_length": None}
+    if e.num_beams > 1:
+        out["length_penalty"] = e.length_penalty
+    if e.no_repeat_ngram_size:
+        out["no_repeat_ngram_size"] = e.no_repeat_ngram_size
+    return out
+
+
+def set_generation_config(model: Any, settings: dict, forced_bos_token_id: Optional[int] = None) -> Any:
+    """Write ``settings`` (:func:`generation_settings`) and, when given, the target language's
+    ``forced_bos_token_id`` into ``model.generation_config`` (what ``save_pretrained`` writes to
+    ``generation_config.json``). Returns the model."""
+    gc = model.generation_config
+    for k, v in settings.items():
+        setattr(gc, k, v)
+    if forced_bos_token_id is not None:
+        gc.forced_bos_token_id = forced_bos_token_id
+    gc._from_model_config = False  # a config of its own now: saved as given, not re-derived from model.config
+    return model
 
 
 def engine_model(model: Any, tokenizer: Any, config: Any) -> Any:

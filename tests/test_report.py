@@ -55,7 +55,7 @@ def metrics():
     (scores(20, 45, 70), scores(32.3, 55.1, 60), ["improved BLEU by +12.3 and chrF++ by +10.1"]),
     (scores(20, 45, 70), scores(19.0, 46.0, 71), ["improved chrF++ by +1.0", "BLEU -1.0"]),
     (scores(20, 45, 70), scores(21.0, 45.01, 70), ["improved BLEU by +1.0", "chrF++ +0.0"]),
-    (scores(20, 45, 70), scores(25.0, 44.0, 65), ["did not improve", "baseline is kept"]),
+    (scores(20, 45, 70), scores(25.0, 44.0, 65), ["did not improve"]),
     (scores(20, 45, 70), scores(20.01, 45.02, 70), ["unchanged"]),
     (None, scores(20, 45, 70), ["not scored", "BLEU 20.0"]),
 ])

@@ -138,8 +138,10 @@ def _metrics(flagged: bool) -> dict:
 def test_html_worse_and_forgetting_in_red(tmp_path):
     cfg = {"name": "ga<run>", "data": {"src_lang": "eng_Latn", "tgt_lang": "gle_Latn"}, "model": {"name_or_path": "x"}}
     page = write_html_report(tmp_path, cfg, _metrics(True)).read_text(encoding="utf-8")
-    assert 'class="box worse"' in page and "made chrF++ worse by 2.8 points" in page
-    assert "model/ holds the baseline" in page
+    # model/ holds the baseline: the verdict opens with that (a grey box: model/ is unchanged), then the
+    # discarded checkpoint's worse test scores
+    assert 'class="box unchanged" id="verdict">model/ holds the baseline' in page
+    assert "discarded fine-tuned checkpoint was worse too, chrF++ 2.8 points lower" in page
     assert 'class="box bad" id="forgetting"' in page and "fell by 6.5 points" in page
     assert "ga&lt;run&gt;" in page and "ga<run>" not in page  # escaped
     assert "Hyperparameter search" in page and "51.23" in page and "learning_rate" in page and "pruned 2" in page
