@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -262,8 +263,14 @@ def combine(paths, result: str, png: str, note: str) -> None:
     import matplotlib.pyplot as plt
 
     runs = [json.loads(Path(p).read_text()) for p in paths]
+    def jitter(r: dict) -> Optional[float]:  # mean |change| of the logged loss between 25-step windows, steps 100-300
+        xs = [x["loss"] for x in r["train_loss"] if 100 <= x["step"] <= 300]
+        return round(sum(abs(a - b) for a, b in zip(xs, xs[1:])) / (len(xs) - 1), 3) if len(xs) > 2 else None
+
+    summary = {r["variant"]: {"dev_nll": {str(x["step"]): round(x["dev_nll"], 3) for x in r["dev_nll"]},
+                              "loss_jitter_100_300": jitter(r)} for r in runs}
     out = {"benchmark": "recipe_curve", "date": dt.date.today().isoformat(), "machine": _machine(),
-           "load_note": note, "runs": runs}
+           "load_note": note, "summary": summary, "runs": runs}
     Path(result).parent.mkdir(parents=True, exist_ok=True)
     Path(result).write_text(json.dumps(out, indent=1) + "\n")
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
