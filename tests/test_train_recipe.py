@@ -144,3 +144,21 @@ def test_labels_language_codes_and_padding_enter_the_loss_as_in_a_plain_loop(tmp
         a, b = model(**ours), model(**padded)
         assert float(a.loss) == pytest.approx(float(b.loss), rel=1e-5)
         assert float(smooth(a, ours["labels"])) == pytest.approx(float(smooth(b, padded["labels"])), rel=1e-5)
+
+
+def test_resume_may_change_the_runs_length_only(tmp_path):
+    """A resumed run may end earlier or later (train.num_train_epochs / max_steps: how a killed long run
+    is finished and scored); any other difference is still refused, naming the field."""
+    from adaptmllm.config import config_from_dict, load_config
+    from adaptmllm.pipeline import RunFolderError, prepare_run_dir
+
+    base = {"name": "x", "runs_dir": str(tmp_path), "train": {"num_train_epochs": 30}}
+    run_dir = prepare_run_dir(config_from_dict(base))
+    (run_dir / "checkpoints").mkdir()
+    shorter = {**base, "train": {"num_train_epochs": 4, "max_steps": 900, "resume": True}}
+    prepare_run_dir(config_from_dict(shorter))
+    saved = load_config(run_dir / "config.yaml").train
+    assert (saved.num_train_epochs, saved.max_steps) == (4, 900)  # config.yaml says what the run did
+    with pytest.raises(RunFolderError, match=r"differs in train.learning_rate"):
+        prepare_run_dir(config_from_dict({**base, "train": {"num_train_epochs": 4, "resume": True,
+                                                             "learning_rate": 1e-3}}))
