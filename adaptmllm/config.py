@@ -395,6 +395,7 @@ class ModelConfig:
 
 ZERO_STAGES = ("auto", "off", "2", "3")
 OPTIMIZERS = ("auto", "adamw_torch", "adamw_torch_fused", "adafactor")
+LR_SCHEDULERS = ("linear", "inverse_sqrt", "cosine", "constant")
 
 
 @dataclass
@@ -453,7 +454,14 @@ class TrainConfig:
     weight_decay: float = 0.01
     """AdamW weight decay."""
     warmup_ratio: float = 0.05
-    """Share of the training steps with a linear learning-rate warm-up."""
+    """Share of the training steps with a linear learning-rate warm-up (unused when warmup_steps > 0)."""
+    warmup_steps: int = 0
+    """Optimizer steps of linear learning-rate warm-up; when > 0 it replaces warmup_ratio (a warm-up that
+    does not grow with the number of epochs, as models trained from scratch want: a few hundred steps)."""
+    lr_scheduler: str = "linear"
+    """Learning rate after the warm-up: linear (down to 0 at the last step), inverse_sqrt (peak x
+    sqrt(warm-up steps / step), the Transformer's schedule: independent of the run's length, so a longer
+    run keeps the same start), cosine (down to 0 along a half cosine) or constant."""
     label_smoothing: float = 0.1
     """Label smoothing factor of the cross-entropy loss."""
     max_grad_norm: float = 1.0
@@ -518,6 +526,9 @@ class TrainConfig:
         _check(self.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps", "must be >= 1")
         _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
         _check(0 <= self.warmup_ratio < 1, "train.warmup_ratio", "must be in [0, 1)")
+        _check(self.warmup_steps >= 0, "train.warmup_steps", "must be >= 0 (0: use train.warmup_ratio)")
+        _check(self.lr_scheduler in LR_SCHEDULERS, "train.lr_scheduler",
+               f"{self.lr_scheduler!r} is not one of {LR_SCHEDULERS}")
         _check(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
         _check(self.precision in PRECISIONS, "train.precision", f"{self.precision!r} is not one of {PRECISIONS}")
         _check(self.metric_for_best_model in METRICS, "train.metric_for_best_model",
@@ -1300,6 +1311,7 @@ CHOICES: dict[str, tuple] = {
     "train.metric_for_best_model": METRICS,
     "train.report_to": ("none", "tensorboard", "mlflow"),
     "train.optim": OPTIMIZERS,
+    "train.lr_scheduler": LR_SCHEDULERS,
     "train.deepspeed.stage": ZERO_STAGES,
     "serve.mqm_preset": MQM_PRESET_NAMES,
     "eval.engine": ENGINES,

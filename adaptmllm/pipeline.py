@@ -33,7 +33,7 @@ from .config import diff_dicts as _diff
 from .io import atomic_write_json, sweep_temp_files
 from .run_folder import RunFolderError, mark_run_folder, remove_run_folder
 
-__all__ = ["RunResult", "RunFolderError", "run", "score_model", "prepare_run_dir"]
+__all__ = ["RunResult", "RunFolderError", "run", "score_model", "prepare_run_dir", "RESUME_MAY_CHANGE"]
 
 log = logging.getLogger("adaptmllm")
 
@@ -57,15 +57,26 @@ class RunResult:
     html: Optional[Path] = None
 
 
+RESUME_MAY_CHANGE = ("num_train_epochs", "max_steps")
+"""``train.*`` settings a resumed run may change: its length (end a killed run early and score it, or extend it)."""
+
+
 def prepare_run_dir(config: Config) -> Path:
     """Create (or reopen, on resume) the run folder and write ``config.yaml`` into it.
 
     The folder gets the marker file of :mod:`adaptmllm.run_folder` (``.adaptmllm-run``): ``overwrite``
     deletes only a folder that is an adaptmllm run.
 
+    On resume, the run's length (:data:`RESUME_MAY_CHANGE`: ``train.num_train_epochs``,
+    ``train.max_steps``) may differ from the folder's ``config.yaml``, to end a run early (it then
+    finishes, is scored and reported) or extend it; the change is logged, and ``config.yaml`` takes
+    the new length. A linear or cosine schedule is then stretched or squeezed from the resumed step
+    on; ``train.lr_scheduler: inverse_sqrt`` does not depend on the length.
+
     Raises:
         RunFolderError: the folder holds another run; pass ``overwrite`` to replace it (the old
-            folder is deleted first, never mixed), ``train.resume`` to continue it, or another ``name``.
+            folder is deleted first, never mixed), ``train.resume`` to continue it, or another
+            ``name``; or it is resumed with other settings than the run's length.
             Or ``overwrite`` was asked for a folder that is not an adaptmllm run (nothing is deleted).
     """
     run_dir = config.run_dir
@@ -79,6 +90,15 @@ def prepare_run_dir(config: Config) -> Path:
             for d in (prev, now):
                 d["train"]["resume"] = False
                 d["overwrite"] = False
+            length = {k: (prev["train"][k], now["train"][k]) for k in RESUME_MAY_CHANGE
+                      if prev["train"][k] != now["train"][k]}
+            if length:
+                log.warning("train.resume: the run's length changes (%s)%s", ", ".join(
+                    f"train.{k} {a} -> {b}" for k, (a, b) in length.items()),
+                    "" if config.train.lr_scheduler in ("inverse_sqrt", "constant") else
+                    f"; the {config.train.lr_scheduler} learning-rate schedule follows the new length from here on")
+                for k in length:
+                    prev["train"][k] = now["train"][k]
             if prev != now:
                 changed = _diff(prev, now)
                 raise RunFolderError(f"{run_dir}: train.resume asks to continue this run, but its config.yaml differs "

@@ -31,7 +31,8 @@ from typing import Any, Optional
 
 __all__ = ["TrainingError", "CheckpointError", "DiskFullError", "TrainingOutOfMemoryError", "checkpoint_folders",
            "checkpoint_step", "find_resume_checkpoint", "check_checkpoint", "save_every_steps", "resilient_trainer_class",
-           "is_disk_full", "is_out_of_memory", "oom_in_evaluation", "oom_plan", "halve_batch"]
+           "is_disk_full", "is_out_of_memory", "oom_in_evaluation", "oom_plan", "halve_batch",
+           "shuffle_batches"]
 
 log = logging.getLogger("adaptmllm")
 
@@ -251,9 +252,30 @@ def _epoch_seeded(sampler: Any, seed: int) -> Any:
 
             g = torch.Generator()
             g.manual_seed(seed * 1000 + self.epoch)
-            return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=g))
+            return iter(shuffle_batches(get_length_grouped_indices(self.lengths, self.batch_size, generator=g),
+                                        self.batch_size, g))
 
     return EpochSeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths)
+
+
+def shuffle_batches(indices: list[int], batch_size: int, generator: Any) -> list[int]:
+    """``indices`` (N dataset indices, each run of ``batch_size`` one batch) with the batches in a random
+    order drawn from ``generator`` (a ``torch.Generator``); the first batch stays first and a last,
+    shorter batch stays last, so the batches themselves are unchanged.
+
+    transformers' ``get_length_grouped_indices`` sorts each mega-batch of 50 batches by length, longest
+    first: training then sweeps from the longest to the shortest segments every 50 steps, a periodic
+    drift in the gradients that a model trained from scratch learns slowly under (issue 20). The
+    batches keep their similar lengths (the padding saving); only their order is shuffled.
+    """
+    import torch
+
+    batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
+    tail = [batches.pop()] if len(batches) > 1 and len(batches[-1]) < batch_size else []
+    if len(batches) > 2:
+        rest = batches[1:]
+        batches = batches[:1] + [rest[i] for i in torch.randperm(len(rest), generator=generator).tolist()]
+    return [i for b in batches + tail for i in b]
 
 
 def is_out_of_memory(e: BaseException) -> bool:

@@ -22,6 +22,8 @@ __all__ = ["TrainResult", "tokenize_pairs", "training_args", "fine_tune", "resol
 log = logging.getLogger(__name__)
 
 _GREATER_IS_BETTER = {"chrf": True, "bleu": True, "ter": False}
+_LR_SCHEDULER_TYPES = {"linear": "linear", "inverse_sqrt": "inverse_sqrt", "cosine": "cosine",
+                       "constant": "constant_with_warmup"}  # train.lr_scheduler -> transformers' name
 
 
 @dataclass
@@ -144,8 +146,9 @@ def training_args(tc: TrainConfig, output_dir: str | os.PathLike, evaluate: bool
         max_steps=tc.max_steps, per_device_train_batch_size=tc.per_device_train_batch_size,
         per_device_eval_batch_size=tc.per_device_eval_batch_size,
         gradient_accumulation_steps=tc.gradient_accumulation_steps, weight_decay=tc.weight_decay,
-        warmup_steps=float(tc.warmup_ratio), label_smoothing_factor=tc.label_smoothing, max_grad_norm=tc.max_grad_norm,
-        lr_scheduler_type="linear", seed=tc.seed, data_seed=tc.seed, logging_steps=tc.logging_steps,
+        warmup_steps=tc.warmup_steps if tc.warmup_steps > 0 else float(tc.warmup_ratio),
+        label_smoothing_factor=tc.label_smoothing, max_grad_norm=tc.max_grad_norm,
+        lr_scheduler_type=_LR_SCHEDULER_TYPES[tc.lr_scheduler], seed=tc.seed, data_seed=tc.seed, logging_steps=tc.logging_steps,
         logging_first_step=True, bf16=precision == "bf16", fp16=precision == "fp16",
         report_to=[] if tc.report_to == "none" else [tc.report_to], disable_tqdm=not progress,
         save_total_limit=tc.save_total_limit,
