@@ -15,7 +15,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 __all__ = [
     "MODEL_FAMILIES", "PRETRAINED_PRESET", "PRETRAINED_MAX_LR", "model_family", "model_preset", "check_model_name",
@@ -403,7 +403,7 @@ class DeepSpeedConfig:
     """DeepSpeed ZeRO for full fine-tuning of large models (NLLB-200 1.3B/3.3B) on one or several GPUs.
     By default a memory planner picks the fastest plan that fits (see :mod:`adaptmllm.deepspeed`)."""
 
-    stage: str = "auto"
+    stage: Union[str, int] = "auto"
     """ZeRO stage: auto (the planner decides from the model size and GPU memory; no DeepSpeed when plain
     training fits or there is no GPU), off, 2 (shard optimizer states and gradients) or 3 (shard parameters too)."""
     offload_optimizer: Optional[bool] = None
