@@ -314,11 +314,15 @@ def _read_auth(ns) -> Optional[list]:
 def _serve(ns) -> int:
     from .config import ServeConfig
     from .humaneval import HumanEvalError
-    from .playground import AuthError, ShareError, serve
-
     from .model import resolve_model
+    from .playground import AuthError, ShareError, check_share, serve
 
     config = ServeConfig(**{k: v for k, v in ns.serve.as_dict().items() if not k.startswith("__")})
+    try:  # a shared link without a login is refused first, before the model is looked at
+        check_share(ns.share, _read_auth(ns), insecure_share=ns.insecure_share)
+    except (ShareError, AuthError) as e:
+        print(f"adaptmllm: error: {e}", file=sys.stderr)
+        return 2
     resolve_model(ns.model, flag="--model")  # a missing folder fails here, naming the flag (ModelError)
     if ns.baseline:
         resolve_model(ns.baseline, flag="--baseline")
