@@ -24,37 +24,17 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .config import Config, ConfigError, config_from_dict, config_to_dict, save_config
 from .config import diff_dicts as _diff
 from .io import atomic_write_json, sweep_temp_files
-from .run_folder import RunFolderError, mark_run_folder, remove_run_folder
+from .run_folder import RunFolderError, RunResult, finish_run, mark_run_folder, remove_run_folder
 
 __all__ = ["RunResult", "RunFolderError", "run", "score_model", "prepare_run_dir", "RESUME_MAY_CHANGE"]
 
 log = logging.getLogger("adaptmllm")
-
-
-@dataclass
-class RunResult:
-    """What :func:`run` produced.
-
-    Attributes:
-        run_dir: the run folder.
-        metrics: the content of ``metrics.json``.
-        model_dir: the kept model's folder (``run_dir/model``).
-        report: path of ``report.md``.
-        html: path of ``report.html`` (the self-contained report with embedded plots).
-    """
-
-    run_dir: Path
-    metrics: dict
-    model_dir: Path
-    report: Path
-    html: Optional[Path] = None
 
 
 RESUME_MAY_CHANGE = ("num_train_epochs", "max_steps")
@@ -178,23 +158,6 @@ def train_summary(result: Any, n_params: int) -> dict:
     return {"global_step": result.global_step, "train_runtime_s": round(result.train_runtime_s, 2),
             "resumed_from": result.resumed_from, "n_parameters": n_params,
             "memory_plan": result.memory_plan, "auto_batch": result.auto_batch, "batch": result.batch}
-
-
-def finish_run(run_dir: Path, config: Config, metrics: dict, data_report: dict, curves: Any, model_dir: Path,
-               card_config: Config, bundle: Any, t_start: float) -> RunResult:
-    """Write a finished run's ``metrics.json`` (with the verdict), Markdown and HTML reports and the model
-    card (``card_config`` gives its language pair), log the wall time (s) and return the
-    :class:`RunResult`. Every file is written atomically (:mod:`adaptmllm.io`)."""
-    from .report import verdict_info, write_metrics, write_model_card, write_report
-    from .report_html import write_html_report
-
-    write_metrics(run_dir, metrics)
-    metrics["verdict"] = verdict_info(metrics)
-    report = write_report(run_dir, config, metrics, data_report, str(curves) if curves else None)
-    html_report = write_html_report(run_dir, config, metrics, data_report, str(curves) if curves else None)
-    write_model_card(model_dir, card_config, metrics, bundle.base_model, bundle.licence)
-    log.info("done in %.0f s: %s", time.perf_counter() - t_start, report)
-    return RunResult(run_dir, metrics, model_dir, report, html_report)
 
 
 def run(config: Config | dict, progress: bool = True, callbacks: Sequence[Any] = ()) -> RunResult:

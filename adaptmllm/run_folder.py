@@ -1,8 +1,17 @@
-"""What counts as an adaptmllm run folder, so that ``--overwrite true`` deletes only those.
+"""Run folders: what counts as one (so that ``--overwrite true`` deletes only those), and the one end of every run.
 
-A run folder gets a marker file, ``.adaptmllm-run``, when a run (``adaptmllm run``, a multilingual run)
-or a study (``adaptmllm hpo``) creates it. ``--overwrite true`` replaces a folder only when it is an
-adaptmllm run folder:
+**The end of a run.** Whatever kind of run made a run folder (``adaptmllm run`` with one direction or
+several, the best model of an HPO study, kept or retrained, or ``adaptmllm evaluate`` on a finished run),
+:func:`finish_run` writes the same files into it::
+
+    metrics.json    the scores, with significance, error analysis and the verdict
+    report.md       the report;  report.html  the same, self-contained, plots embedded
+    model/README.md the model card (when the folder holds a model)
+    segments.tsv    every test segment with both outputs and their sentence chrF++
+
+**What counts as a run folder.** A run folder gets a marker file, ``.adaptmllm-run``, when a run
+(``adaptmllm run``, a multilingual run) or a study (``adaptmllm hpo``) creates it. ``--overwrite true``
+replaces a folder only when it is an adaptmllm run folder:
 
 * it holds the marker and its run's config (``config.yaml``, or a study's ``hpo/study_config.yaml``); or
 * it was made before markers existed: it holds a ``config.yaml`` that loads as an adaptmllm config and a
@@ -14,10 +23,25 @@ Anything else (a folder of a thesis, a home directory, a folder of some other to
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional
 
-__all__ = ["MARKER", "RunFolderError", "is_run_folder", "mark_run_folder", "check_replaceable", "remove_run_folder"]
+from .config import Config
+from .evaluation import evaluate_outputs, read_lines
+from .io import atomic_write_text
+from .model import base_licence
+from .report import write_metrics, write_model_card, write_report
+from .report_html import write_html_report
+
+__all__ = ["MARKER", "RunFolderError", "is_run_folder", "mark_run_folder", "check_replaceable", "remove_run_folder",
+           "RunResult", "finish_run", "run_files"]
+
+log = logging.getLogger("adaptmllm")
 
 MARKER = ".adaptmllm-run"
 _MARKER_TEXT = ("This folder is an adaptmllm run folder: `--overwrite true` may delete it and everything in it.\n")
@@ -88,3 +112,101 @@ def remove_run_folder(folder: str | Path) -> None:
     check_replaceable(folder)
     if Path(folder).exists():
         shutil.rmtree(folder)
+
+
+@dataclass
+class RunResult:
+    """What a run produced (:func:`finish_run`).
+
+    Attributes:
+        run_dir: the run folder.
+        metrics: the content of ``metrics.json``.
+        model_dir: the kept model's folder (``run_dir/model``).
+        report: path of ``report.md``.
+        html: path of ``report.html`` (the self-contained report with embedded plots).
+    """
+
+    run_dir: Path
+    metrics: dict
+    model_dir: Path
+    report: Path
+    html: Optional[Path] = None
+
+
+def run_files(run_dir: Path) -> tuple[Optional[dict], Optional[Path]]:
+    """A run folder's data report (``data/data_report.json``, None when absent) and training-curve plot
+    (``training_curves.png``, None when absent): what :func:`finish_run` reads when not given them."""
+    report_path = run_dir / "data" / "data_report.json"
+    data_report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else None
+    curves = run_dir / "training_curves.png"
+    return data_report, curves if curves.is_file() else None
+
+
+def _test_split(run_dir: Path, config: Config) -> tuple[list[str], list[str]]:
+    d = run_dir / "data"
+    return read_lines(d / f"test.{config.data.src_lang}"), read_lines(d / f"test.{config.data.tgt_lang}")
+
+
+def finish_run(run_dir: str | Path, config: Config, metrics: dict, data_report: Optional[dict] = None,
+               curves: Optional[Path] = None, model_dir: Optional[Path] = None, card_config: Optional[Config] = None,
+               bundle: Any = None, t_start: Optional[float] = None, *, base_model: Optional[str] = None,
+               licence: Optional[str] = None, extra_markdown: str = "") -> RunResult:
+    """Write a finished run's ``metrics.json`` (with the verdict), ``report.md``, ``report.html`` and the model
+    card: the same files for every kind of run. All files are written atomically (:mod:`adaptmllm.io`).
+    The positional parameters are those of the ``finish_run`` that ``pipeline`` and ``multilingual`` call today.
+
+    Args:
+        run_dir: the run folder; holds ``finetuned.hyp.txt`` (and ``baseline.hyp.txt`` when the baseline was
+            scored) and ``data/test.<src_lang>``/``data/test.<tgt_lang>``.
+        config: the run's config (its eval settings; the report shows it).
+        metrics: the :func:`adaptmllm.report.build_metrics` entries. Without ``error_analysis`` (a run that
+            did not evaluate its outputs itself), significance (paired bootstrap), error analysis and
+            ``segments.tsv`` are computed here from the translations in ``run_dir``
+            (:func:`adaptmllm.evaluation.evaluate_outputs`).
+        model_dir: the kept model's folder; default ``run_dir/model``. Its card is written when the folder
+            exists.
+        card_config: the config whose language pair the model card names (a multilingual run passes its
+            first direction); default ``config``.
+        data_report, curves: the data report and training-curve PNG; default read from ``run_dir``
+            (:func:`run_files`).
+        bundle: the :class:`adaptmllm.model.ModelBundle` the run trained: its ``base_model`` and ``licence``
+            go on the card.
+        t_start: ``time.perf_counter()`` at the run's start: the wall time (s) is logged.
+        base_model, licence: the base model's name and licence for the card when there is no ``bundle``;
+            default ``config.model.name_or_path`` and its :func:`adaptmllm.model.base_licence`.
+        extra_markdown: appended to ``report.md`` (the HPO section with its plots, for a study's best model).
+
+    Returns:
+        The :class:`RunResult` (``metrics`` as written, with ``verdict``).
+
+    Raises:
+        adaptmllm.evaluation.EvaluationError: the evaluation is needed and a translation file is missing.
+        ValueError: ``metrics`` lacks ``finetuned`` scores (see :func:`adaptmllm.report.build_metrics`).
+    """
+    run_dir = Path(run_dir)
+    model_dir = Path(model_dir) if model_dir is not None else run_dir / "model"
+    if "error_analysis" not in metrics:  # significance and error analysis, whatever the kind of run
+        src, ref = _test_split(run_dir, config)
+        metrics = {**metrics, **evaluate_outputs(run_dir, config, src, ref)}
+    found_report, found_curves = run_files(run_dir)
+    data_report = data_report if data_report is not None else found_report
+    curves = curves if curves is not None else found_curves
+    png = str(curves) if curves else None
+    metrics = dict(metrics)
+    metrics.pop("verdict", None)
+    write_metrics(run_dir, metrics)
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    report = write_report(run_dir, config, metrics, data_report, png)
+    if extra_markdown:
+        text = report.read_text(encoding="utf-8")
+        atomic_write_text(report, text.rstrip("\n") + "\n" + extra_markdown)
+    html = write_html_report(run_dir, config, metrics, data_report, png)
+    if bundle is not None:
+        base_model, licence = bundle.base_model, bundle.licence
+    if model_dir.is_dir():
+        name = base_model or config.model.name_or_path
+        write_model_card(model_dir, card_config or config, metrics, name,
+                         licence if licence is not None else base_licence(name))
+    if t_start is not None:
+        log.info("done in %.0f s: %s", time.perf_counter() - t_start, report)
+    return RunResult(run_dir, metrics, model_dir, report, html)
