@@ -38,9 +38,9 @@ def read_monolingual(path: str | os.PathLike) -> list[str]:
     Raises:
         adaptmllm.data.DataError: missing file, bad UTF-8, or no sentence in it.
     """
-    from .data import DataError, _read_text
+    from .data import DataError, read_text
 
-    lines = [ln.strip() for ln in _read_text(Path(path)).split("\n")]
+    lines = [ln.strip() for ln in read_text(Path(path)).split("\n")]
     lines = [ln for ln in lines if ln]
     if not lines:
         raise DataError(f"{path}: no sentences (one sentence a line expected)")
