@@ -27,6 +27,7 @@ demo-hpo: install
 	$(VENV)/bin/adaptmllm hpo --config configs/demo-hpo.yaml --overwrite true
 
 test: install
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests
 
 # The wheel (dist/adaptmllm-<version>-py3-none-any.whl): copy it to Google Drive and give its path to the

@@ -57,12 +57,12 @@ def test_bad_yaml_names_file_and_line(tmp_path):
 
 
 def test_cli_flags_override_the_yaml(tmp_path):
-    from adaptmllm.cli import _config_from_namespace, build_parser
+    from adaptmllm.cli import config_from_namespace, build_parser
 
     preset = tmp_path / "p.yaml"
     preset.write_text("name: from-yaml\ntrain:\n  learning_rate: 0.001\n  num_train_epochs: 2\n")
     ns = build_parser().parse_args(["run", "--config", str(preset), "--train.learning_rate", "3e-4"])
-    cfg = _config_from_namespace(ns.run)
+    cfg = config_from_namespace(ns.run)
     assert (cfg.name, cfg.train.learning_rate, cfg.train.num_train_epochs) == ("from-yaml", 3e-4, 2)
     assert config_to_dict(cfg)["data"]["src_lang"] == "eng_Latn"
 

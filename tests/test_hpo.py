@@ -78,7 +78,7 @@ _STORAGES: dict = {}
 def load(d: dict):
     """The study of config dict ``d`` (one storage object per URL: polling must not open a pool each time)."""
     from adaptmllm.config import config_from_dict
-    from adaptmllm.hpo import storage_url
+    from adaptmllm.runs.hpo.study import storage_url
 
     cfg = config_from_dict(d)
     url = storage_url(cfg)
@@ -102,7 +102,7 @@ def sqlite_states(db: Path) -> dict[int, str]:
 
 def test_suggest_with_fixed_trial(tiny_cfg):
     from adaptmllm.config import config_from_dict, config_to_dict
-    from adaptmllm.hpo import suggest
+    from adaptmllm.runs.hpo.space import suggest
 
     d = config_to_dict(tiny_cfg)
     d["hpo"]["space"] = {"learning_rate": {"low": 1e-5, "high": 9e-5, "log": True},
@@ -280,7 +280,7 @@ def test_three_trial_study_with_pruning_writes_every_artefact(tmp_path, one_thre
 
 
 def test_study_where_every_trial_fails_ends_with_a_message(tmp_path, monkeypatch, capsys, one_thread):
-    import adaptmllm.train
+    import adaptmllm.training.train
     from adaptmllm.cli import main
 
     def broken(*args, **kwargs):
@@ -300,7 +300,8 @@ def test_study_where_every_trial_fails_ends_with_a_message(tmp_path, monkeypatch
 
     monkeypatch.setattr(adaptmllm.train, "fine_tune", pruned)
     d = hpo_dict(tmp_path / "runs", "pruned", n_trials=2)
-    from adaptmllm.hpo import NoCompletedTrialError, run_study
+    from adaptmllm.runs.hpo.study import NoCompletedTrialError
+    from adaptmllm.runs.hpo.search import run_study
 
     with pytest.raises(NoCompletedTrialError, match="2 pruned.*--hpo.pruner none"):
         run_study(d, progress=False)
@@ -312,7 +313,7 @@ def test_each_trial_logs_to_experiment_tracking(tmp_path, one_thread, backend):
     tensorboard is in the test extra, so that case always runs; MLflow is optional."""
     if backend == "mlflow":
         pytest.importorskip("mlflow", reason="MLflow is optional (pip install mlflow); not in the test extra")
-    from adaptmllm.hpo import run_study
+    from adaptmllm.runs.hpo.search import run_study
 
     d = hpo_dict(tmp_path / "runs", "tracked", n_trials=2)
     d["train"]["report_to"] = backend

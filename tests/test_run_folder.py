@@ -1,4 +1,4 @@
-"""The one end of every run (adaptmllm.run_folder.finish_run): the same files whatever made the folder.
+"""The one end of every run (adaptmllm.runs.run_folder.finish_run): the same files whatever made the folder.
 
 The run folder is made by hand (the demo's test split, translations a word-dropping "model" wrote), the way a
 run that ended without evaluating its outputs (HPO's kept best model) left it: finish_run has to add
@@ -6,9 +6,9 @@ significance, error analysis, the verdict, both reports and the model card."""
 import json
 
 from adaptmllm.config import config_from_dict, save_config
-from adaptmllm.demo import demo_splits
-from adaptmllm.metrics import score, write_hypotheses
-from adaptmllm.run_folder import finish_run
+from adaptmllm.data.demo import demo_splits
+from adaptmllm.metrics.corpus import score, write_hypotheses
+from adaptmllm.runs.run_folder import finish_run
 from conftest import tiny_dict
 
 ENDS = ("metrics.json", "report.md", "report.html", "segments.tsv", "model/README.md")
