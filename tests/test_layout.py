@@ -60,3 +60,12 @@ def test_imports_of_our_modules_sit_at_module_top():
 def test_no_module_is_far_over_600_lines():
     sizes = {str(p.relative_to(ROOT)): len(p.read_text(encoding="utf-8").splitlines()) for p, _ in _modules()}
     assert not {k: v for k, v in sizes.items() if v > MAX_LINES}
+
+
+def test_cli_start_up_imports_no_heavy_library():
+    """`adaptmllm --help` stays fast: importing adaptmllm.cli loads neither torch, transformers nor optuna
+    (they are imported inside the functions that need them; the HPO callbacks subclass TrainerCallback lazily)."""
+    code = ("import sys, adaptmllm.cli; "
+            "print(' '.join(m for m in ('torch', 'transformers', 'optuna', 'gradio', 'deepspeed') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "", r.stdout

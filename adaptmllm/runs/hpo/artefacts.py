@@ -14,13 +14,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional
 
-import optuna
-from optuna.trial import TrialState
-
 from adaptmllm.config import Config, config_to_dict
 from adaptmllm.io import atomic_write_bytes, atomic_write_json, atomic_write_text, spreadsheet_cell
 from adaptmllm.runs.hpo.space import suggest
-from adaptmllm.runs.hpo.study import FINISHED, Timer, masked_url, storage_url, study_best
+from adaptmllm.runs.hpo.study import Timer, finished_states, masked_url, storage_url, study_best
 
 __all__ = ["write_study_artefacts"]
 
@@ -137,6 +134,8 @@ def _importance_png(importances: dict, method: str, path: Path) -> Path:
 
 def _importance_evaluator(notes: list[str]) -> Any:
     """fANOVA (Optuna's default; needs scikit-learn), else PED-ANOVA (no extra dependency), said in ``notes``."""
+    import optuna
+
     try:
         import sklearn  # noqa: F401
 
@@ -148,6 +147,9 @@ def _importance_evaluator(notes: list[str]) -> Any:
 
 def _importances(study: Any, notes: list[str]) -> tuple[Optional[dict], str]:
     """Parameter importances (fANOVA with scikit-learn, else PED-ANOVA), or None with a note."""
+    import optuna
+    from optuna.trial import TrialState
+
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < 2 or not any(t.params for t in complete):
         notes.append(f"Parameter importance skipped: it needs at least 2 completed trials with searched "
@@ -167,7 +169,10 @@ def _importances(study: Any, notes: list[str]) -> tuple[Optional[dict], str]:
 
 def _history_points(study: Any) -> tuple[list, list, list]:
     """(completed (number, value), best-so-far (number, value), pruned (number, last reported value))."""
-    trials = study.get_trials(deepcopy=False, states=FINISHED)
+    import optuna
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False, states=finished_states())
     done = sorted((t.number, t.value) for t in trials if t.state == TrialState.COMPLETE and t.value is not None)
     pruned = [(t.number, t.intermediate_values[max(t.intermediate_values)]) for t in trials
               if t.state == TrialState.PRUNED and t.intermediate_values]
@@ -240,6 +245,7 @@ def _write_plots(study: Any, hpo_dir: Path, notes: list[str]) -> list[str]:
 
 
 def _best_params_yaml(study: Any, config: Config, path: Path) -> Optional[Path]:
+    import optuna
     import yaml
 
     number, value = study_best(study)
@@ -264,6 +270,8 @@ def write_study_artefacts(study: Any, config: Config, plots: bool = True, timing
     trial completed), ``green.json`` (energy per trial and in total), the plots (``plots``) and
     ``summary.json``. Returns the summary dict (counts per state, best trial and parameters, total
     energy in kWh and emissions in kgCO2eq, written files, notes)."""
+    from optuna.trial import TrialState
+
     hpo_dir = config.run_dir / "hpo"
     notes: list[str] = []
     write_trials_csv(study, hpo_dir / "trials.csv")

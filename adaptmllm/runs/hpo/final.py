@@ -12,9 +12,6 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import optuna
-from optuna.trial import TrialState
-
 from adaptmllm.config import Config, config_to_dict, save_config
 from adaptmllm.data.pairs import save_splits
 from adaptmllm.evaluation.scoring import score_model
@@ -41,6 +38,8 @@ log = logging.getLogger("adaptmllm")
 
 def remove_other_models(study: Any, hpo_dir: Path, keep_number: Optional[int]) -> None:
     """Delete the models of finished trials other than the best one (running trials are left alone)."""
+    from optuna.trial import TrialState
+
     finished = {t.number for t in study.get_trials(deepcopy=False)
                 if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     for folder in hpo_dir.glob("trial-*"):
@@ -57,6 +56,7 @@ def remove_other_models(study: Any, hpo_dir: Path, keep_number: Optional[int]) -
 def finalize_best(study: Any, config: Config, prepared: Any, progress: bool, timer: Timer,
               sync: Optional[RankSync] = None) -> Any:
     """Score the best trial's model (kept, or retrained) on the test set against the baseline into ``<run>/best/``."""
+    import optuna
     import torch
 
     number, value = study_best(study)

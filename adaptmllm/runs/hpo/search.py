@@ -42,9 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import optuna
-from optuna.trial import TrialState
-
 from adaptmllm.config import Config, ConfigError, config_from_dict
 from adaptmllm.data.pairs import prepare_data
 from adaptmllm.hardware import free_memory, world_size
@@ -52,9 +49,9 @@ from adaptmllm.io import atomic_write_json, atomic_write_text
 from adaptmllm.runs.hpo.artefacts import hpo_markdown, write_study_artefacts, write_trials_csv
 from adaptmllm.runs.hpo.final import finalize_best, finalized_best, remove_other_models
 from adaptmllm.runs.hpo.space import suggest
-from adaptmllm.runs.hpo.study import (FINISHED, NoCompletedTrialError, RankSync, Timer, locked, masked_url,
+from adaptmllm.runs.hpo.study import (NoCompletedTrialError, RankSync, Timer, finished_states, locked, masked_url,
                                       open_study, overwrite, prepare_folder, storage_url, study_best)
-from adaptmllm.runs.hpo.trial import Objective, PruningCallback, TrialFailed, consolidate
+from adaptmllm.runs.hpo.trial import Objective, PruningCallback, TrialFailed, consolidate, trainer_callback
 from adaptmllm.runs.pipeline import run
 from adaptmllm.training.setup import prepare_model
 from adaptmllm.training.train import fine_tune
@@ -76,6 +73,7 @@ def _follow(config: Config, prepared: Any, sync: RankSync) -> None:
     baseline evaluation and the same pruning decisions; run the final retraining alongside it when rank 0
     retrains the best trial; return at ``stop``. Never opens the Optuna storage and writes nothing of
     the run folder (its own part of each checkpoint aside)."""
+    import optuna
     import tempfile
 
     metric = config.train.metric_for_best_model
@@ -93,7 +91,7 @@ def _follow(config: Config, prepared: Any, sync: RankSync) -> None:
             bundle.model, bundle.tokenizer, cfg.train, prepared.train.src, prepared.train.tgt, prepared.dev.src,
             prepared.dev.tgt, config.run_dir / "hpo" / f"trial-{msg['number']}" / "checkpoints", cfg.data.tgt_lang,
             cfg.model.max_source_length, cfg.model.max_target_length, progress=False,
-            callbacks=[PruningCallback(None, metric, sync)], score_baseline_dev=msg["baseline"])
+            callbacks=[trainer_callback(PruningCallback, None, metric, sync)], score_baseline_dev=msg["baseline"])
         consolidate(trainer, result)
         sync.barrier()  # rank 0 deletes the checkpoints after this
         if getattr(trainer, "is_deepspeed_enabled", False):
@@ -114,7 +112,7 @@ class _Progress:
         if enabled:
             from tqdm.auto import tqdm
 
-            done = len(study.get_trials(deepcopy=False, states=FINISHED))
+            done = len(study.get_trials(deepcopy=False, states=finished_states()))
             self.bar = tqdm(total=n_trials, initial=min(done, n_trials), desc=f"study {study.study_name}",
                             unit="trial", position=0, leave=True, dynamic_ncols=True)
             self._postfix(study)
@@ -137,7 +135,7 @@ class _Progress:
         if self.bar is None:
             log.info("%s", line)
             return
-        done = len(study.get_trials(deepcopy=False, states=FINISHED))
+        done = len(study.get_trials(deepcopy=False, states=finished_states()))
         self.bar.n = min(done, self.n_trials)
         self._postfix(study)
         self.bar.refresh()
@@ -207,6 +205,9 @@ def run_study(config: Config | dict, progress: bool = True) -> Optional[StudyRes
         HPOError: storage unreachable, or settings that differ from the study's (naming the fields).
         NoCompletedTrialError: every trial was pruned or failed (artefacts are written first).
     """
+    import optuna
+    from optuna.trial import TrialState
+
     if isinstance(config, dict):
         config = config_from_dict(config)
     if not isinstance(config, Config):
@@ -234,7 +235,7 @@ def run_study(config: Config | dict, progress: bool = True) -> Optional[StudyRes
     metric = config.train.metric_for_best_model
     objective = Objective(config, prepared, hpo_dir, timer, progress)
     objective.sync = sync
-    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    done = len(study.get_trials(deepcopy=False, states=finished_states()))
     remaining = config.hpo.n_trials - done
     trials_run: list[int] = []
     if remaining > 0:
@@ -260,7 +261,7 @@ def run_study(config: Config | dict, progress: bool = True) -> Optional[StudyRes
     try:
         if remaining > 0:
             study.optimize(objective, n_trials=remaining, timeout=config.hpo.timeout, catch=(TrialFailed,),
-                           callbacks=[optuna.study.MaxTrialsCallback(config.hpo.n_trials, states=FINISHED),
+                           callbacks=[optuna.study.MaxTrialsCallback(config.hpo.n_trials, states=finished_states()),
                                       after_trial])
         else:
             log.info("study %s already has %d finished trials (hpo.n_trials %d): nothing to run", study.study_name,

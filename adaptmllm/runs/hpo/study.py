@@ -1,4 +1,10 @@
-"""Moved from ``adaptmllm.runs.hpo.search`` (issue 18): FINISHED, _RUNTIME_KEYS, HPOError, NoCompletedTrialError, RankSync, storage_url, _masked, _study_name, _comparable, _make_sampler, _make_pruner, open_study ...."""
+"""The study of ``adaptmllm hpo``: its storage (SQLite or a server URL, the password masked), sampler and
+pruner, opening or joining it with the same settings, the run folder's file lock, the study folder, the
+settings a worker may change (:data:`_RUNTIME_KEYS`), the rank-0-to-others messages of a multi-GPU trial
+(:class:`RankSync`), wall-time accounting (:class:`Timer`) and the best trial.
+
+Optuna is imported inside the functions that use it (so that ``import adaptmllm.cli`` stays light).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +18,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-import optuna
-from optuna.trial import TrialState
-
 from adaptmllm.config import (Config, ConfigError, config_to_dict, diff_dicts as _diff, load_config,
                               mask_storage_url, save_config)
 from adaptmllm.data.pairs import save_splits
@@ -26,8 +29,11 @@ __all__ = ["HPOError", "NoCompletedTrialError", "RankSync", "storage_url", "open
 log = logging.getLogger("adaptmllm")
 
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-"""Trial states that count towards ``hpo.n_trials``."""
+def finished_states() -> tuple:
+    """The Optuna trial states that count as a finished trial (towards ``hpo.n_trials``): complete or pruned."""
+    from optuna.trial import TrialState
+
+    return (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 _RUNTIME_KEYS = {"train": ("resume", "report_to", "logging_steps")}
@@ -120,6 +126,8 @@ def _comparable(config: Config) -> dict:
 
 
 def _make_sampler(config: Config, n_existing: int) -> Any:
+    import optuna
+
     hpo = config.hpo
     # A resumed study continues the seeded stream instead of proposing its first trials again.
     seed = None if hpo.seed is None else hpo.seed + n_existing
@@ -132,6 +140,8 @@ def _make_sampler(config: Config, n_existing: int) -> Any:
 
 
 def _make_pruner(config: Config) -> Any:
+    import optuna
+
     hpo = config.hpo
     if hpo.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=hpo.pruner_startup_trials,
@@ -156,6 +166,8 @@ def open_study(config: Config, n_existing_hint: int = 0) -> Any:
         HPOError: the storage cannot be opened (with the URL, password hidden, and the fix), or
             the study was started with other settings (naming the fields).
     """
+    import optuna
+
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     hpo = config.hpo
@@ -247,6 +259,8 @@ def prepare_folder(config: Config, prepared: Any) -> Path:
 def overwrite(config: Config) -> None:
     """Delete the study (in its storage) and the run folder, for ``overwrite`` (only an adaptmllm run
     folder: :func:`adaptmllm.runs.run_folder.check_replaceable` refuses anything else before the study is touched)."""
+    import optuna
+
     check_replaceable(config.run_dir)
     url = storage_url(config)
     if config.hpo.storage:
@@ -279,6 +293,9 @@ class Timer:
 
 
 def study_best(study: Any) -> tuple[Optional[int], Optional[float]]:
+    import optuna
+    from optuna.trial import TrialState
+
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
     if not done:
         return None, None

@@ -14,9 +14,6 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-import optuna
-from transformers import TrainerCallback
-
 from adaptmllm.config import Config, ConfigError, save_config
 from adaptmllm.data.pairs import DataError
 from adaptmllm.hardware import PeakMemory, free_memory, rss_mb
@@ -31,7 +28,7 @@ from adaptmllm.training.green import GreenTracker
 from adaptmllm.training.setup import prepare_model
 from adaptmllm.training.train import fine_tune
 
-__all__ = ["PruningCallback"]
+__all__ = ["PruningCallback", "trainer_callback"]
 
 log = logging.getLogger("adaptmllm")
 
@@ -42,7 +39,20 @@ class TrialFailed(Exception):
 
 # ----------------------------------------------------------------------------- trainer callbacks
 
-class PruningCallback(TrainerCallback):
+_CALLBACK_CLASSES: dict[type, type] = {}
+
+
+def trainer_callback(cls: type, *args: Any, **kwargs: Any) -> Any:
+    """An instance of ``cls`` (:class:`PruningCallback`, :class:`_RunName`) that is also a
+    ``transformers.TrainerCallback`` (whose no-op events the Trainer calls): the subclass is made on first
+    use, so that importing this module (and ``adaptmllm.cli``) does not import transformers."""
+    if cls not in _CALLBACK_CLASSES:
+        from transformers import TrainerCallback
+
+        _CALLBACK_CLASSES[cls] = type(cls.__name__, (cls, TrainerCallback), {"__doc__": cls.__doc__})
+    return _CALLBACK_CLASSES[cls](*args, **kwargs)
+
+class PruningCallback:
     """Reports the dev metric to the Optuna ``trial`` after every evaluation and stops a trial the pruner prunes.
 
     ``trial.report(score, epoch)`` (score in ``metric`` units, 0-100; epoch counted from 1) is
@@ -85,7 +95,7 @@ class PruningCallback(TrainerCallback):
         return control
 
 
-class _RunName(TrainerCallback):
+class _RunName:
     """Names the tracking run (MLflow) after the trial, before any tracking callback starts it."""
 
     def __init__(self, name: str) -> None:
@@ -143,6 +153,8 @@ class Objective:
         self.sync: Optional[RankSync] = None  # several ranks per trial: rank 0 tells the others (RankSync)
 
     def __call__(self, trial: Any) -> float:
+        import optuna
+
         try:
             return self._run(trial)
         except optuna.TrialPruned:
@@ -165,6 +177,8 @@ class Objective:
         raise TrialFailed(message)
 
     def _run(self, trial: Any) -> float:
+        import optuna
+
         t_start = time.perf_counter()
         rss_start = rss_mb()
         timer, cfg_base = self.timer, self.config
@@ -185,7 +199,7 @@ class Objective:
         with timer("model"), locked(self.hpo_dir / ".lock"):
             bundle = prepare_model(cfg, prepared.train.src + prepared.train.tgt,
                                    tokenizer_dir=cfg.run_dir / "tokenizer", progress=False, reuse_tokenizer=True)
-        pruning = PruningCallback(trial, self.metric, self.sync)
+        pruning = trainer_callback(PruningCallback, trial, self.metric, self.sync)
         memory = PeakMemory()
         trainer = result = None
         with timer("tracking"):
@@ -200,7 +214,7 @@ class Objective:
                     bundle.model, bundle.tokenizer, cfg.train, prepared.train.src, prepared.train.tgt,
                     prepared.dev.src, prepared.dev.tgt, trial_dir / "checkpoints", cfg.data.tgt_lang,
                     cfg.model.max_source_length, cfg.model.max_target_length, progress=self.progress,
-                    callbacks=[pruning, _RunName(f"{trial.study.study_name}-{name}")],
+                    callbacks=[pruning, trainer_callback(_RunName, f"{trial.study.study_name}-{name}")],
                     score_baseline_dev=need_baseline, generation=generation_settings(cfg))  # dev decoded as the test is
         finally:
             with timer("tracking"):
