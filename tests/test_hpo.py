@@ -266,6 +266,7 @@ def test_three_trial_study_with_pruning_writes_every_artefact(tmp_path, one_thre
         assert (run_dir / "best" / name).is_file(), name
     report = (run_dir / "best" / "report.md").read_text()
     assert "## Hyperparameter search" in report and "../hpo/history.png" in report
+    _assert_ends_like_every_run(run_dir / "best")
 
     # best_params.yaml is a config holding the best trial's parameters.
     cfg = load_config(hpo / "best_params.yaml")
@@ -277,6 +278,32 @@ def test_three_trial_study_with_pruning_writes_every_artefact(tmp_path, one_thre
     # Running the same command again finds the study finished: nothing is rerun.
     assert main(argv) == 0
     assert len(load(d).trials) == 3
+
+
+def _assert_ends_like_every_run(best_dir: Path) -> None:
+    """<run>/best holds the files of every run folder (issue 18: one end of a run, runs.run_folder.finish_run):
+    before it, a kept best model had no report.html, no significance test and no segments.tsv."""
+    for name in ("metrics.json", "report.md", "report.html", "model/README.md", "segments.tsv"):
+        assert (best_dir / name).is_file(), name
+    metrics = json.loads((best_dir / "metrics.json").read_text())
+    assert metrics["significance"]["n_segments"] == metrics["finetuned"]["n_segments"]
+    assert metrics["verdict"]["outcome"] in ("improved", "unchanged", "worse") and metrics["verdict"]["text"]
+    assert metrics["hpo"]["best_trial"] is not None and "error_analysis" in metrics
+    assert "Hyperparameter search" in (best_dir / "report.html").read_text()
+    assert (best_dir / "report.md").read_text().count("## Hyperparameter search") == 1
+
+
+def test_retrained_best_model_ends_like_every_run(tmp_path, one_thread):
+    """hpo.best_model retrain: the best trial's parameters are trained again into <run>/best by the pipeline,
+    which then holds the HPO section, the study summary and the significance test like a kept best model."""
+    from adaptmllm.runs.hpo.search import run_study
+
+    d = hpo_dict(tmp_path / "runs", "retrain", n_trials=1, best_model="retrain")
+    result = run_study(d, progress=False)
+    best_dir = tmp_path / "runs" / "retrain" / "best"
+    assert result.run.run_dir == best_dir and result.run.metrics["retrained"] is True
+    _assert_ends_like_every_run(best_dir)
+    assert json.loads((best_dir / "metrics.json").read_text()) == result.run.metrics
 
 
 def test_study_where_every_trial_fails_ends_with_a_message(tmp_path, monkeypatch, capsys, one_thread):

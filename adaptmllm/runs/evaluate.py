@@ -20,10 +20,9 @@ from adaptmllm.evaluation.scoring import (EvaluationError, list_checkpoints, rea
 from adaptmllm.hardware import on_device
 from adaptmllm.inference.translate import engine_model, generation_settings
 from adaptmllm.metrics.corpus import check_optional_metrics
-from adaptmllm.modeling.model import base_licence, forced_bos_token_id, load_pretrained, set_generation_config
-from adaptmllm.reporting.html import write_html_report
-from adaptmllm.reporting.markdown import write_model_card, write_report
+from adaptmllm.modeling.model import forced_bos_token_id, load_pretrained, set_generation_config
 from adaptmllm.reporting.summary import write_metrics
+from adaptmllm.runs.run_folder import finish_run
 from adaptmllm.training.setup import load_checkpoint_model, prepare_model
 
 __all__ = ["evaluate_run", "select_checkpoint"]
@@ -143,20 +142,7 @@ def evaluate_run(run_dir: str | os.PathLike, eval_overrides: Optional[dict] = No
     if general is None:
         metrics.pop("forgetting", None)
     metrics.update(extra)
-    metrics.pop("verdict", None)
-    write_metrics(run_dir, metrics)
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    data_report = None
-    if (run_dir / "data" / "data_report.json").is_file():
-        data_report = json.loads((run_dir / "data" / "data_report.json").read_text(encoding="utf-8"))
-    curves = run_dir / "training_curves.png"
-    write_report(run_dir, config, metrics, data_report, str(curves) if curves.is_file() else None)
-
-    write_html_report(run_dir, config, metrics, data_report, str(curves) if curves.is_file() else None)
-    if (model_dir / "README.md").is_file():
-        name = config.model.name_or_path
-        write_model_card(model_dir, config, metrics, name, base_licence(name))
-    return metrics
+    return finish_run(run_dir, config, metrics).metrics  # the one end of every run: same files, same verdict
 
 
 def select_checkpoint(run_dir: str | os.PathLike, checkpoint: Optional[str] = None, epoch: Optional[float] = None,

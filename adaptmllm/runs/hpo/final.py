@@ -12,24 +12,23 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from adaptmllm.config import Config, config_to_dict, save_config
+from adaptmllm.config import Config, config_to_dict, load_config, save_config
 from adaptmllm.data.pairs import save_splits
 from adaptmllm.evaluation.scoring import score_model
 from adaptmllm.hardware import free_memory
 from adaptmllm.inference.translate import generation_settings
 from adaptmllm.io import atomic_write_json
 from adaptmllm.modeling.model import forced_bos_token_id, load_pretrained, set_generation_config
-from adaptmllm.reporting.markdown import write_model_card, write_report
 from adaptmllm.reporting.plots import plot_history
-from adaptmllm.reporting.summary import build_metrics, write_metrics
+from adaptmllm.reporting.summary import build_metrics
 from adaptmllm.runs.hpo.space import suggest
 from adaptmllm.runs.hpo.study import RankSync, Timer, study_best
 from adaptmllm.runs.pipeline import run
-from adaptmllm.runs.run_folder import RunResult, dev_better
+from adaptmllm.runs.run_folder import RunResult, dev_better, finish_run
 from adaptmllm.training.green import GreenReport
 from adaptmllm.training.setup import prepare_model
 
-__all__ = []
+__all__ = ["finalize_best", "finalized_best", "remove_other_models"]
 
 log = logging.getLogger("adaptmllm")
 
@@ -54,8 +53,13 @@ def remove_other_models(study: Any, hpo_dir: Path, keep_number: Optional[int]) -
 
 
 def finalize_best(study: Any, config: Config, prepared: Any, progress: bool, timer: Timer,
-              sync: Optional[RankSync] = None) -> Any:
-    """Score the best trial's model (kept, or retrained) on the test set against the baseline into ``<run>/best/``."""
+                  sync: Optional[RankSync] = None, hpo: Optional[dict] = None, extra_markdown: str = "") -> RunResult:
+    """Score the best trial's model (kept, or retrained) on the test set against the baseline into ``<run>/best/``.
+
+    Both ways end through :func:`adaptmllm.runs.run_folder.finish_run`, so ``<run>/best`` holds what every run
+    folder holds: ``metrics.json`` (significance, error analysis, verdict, and ``hpo`` when given),
+    ``report.md`` (``extra_markdown``, the HPO section, appended), ``report.html``, ``segments.tsv`` and the
+    model card. Returns its :class:`RunResult`."""
     import optuna
     import torch
 
@@ -74,8 +78,10 @@ def finalize_best(study: Any, config: Config, prepared: Any, progress: bool, tim
             sync.send({"action": "run", "config": config_to_dict(final_cfg)})
         with timer("final"):
             result = run(final_cfg, progress=progress)
-        result.metrics["retrained"] = True
-        return result
+            more = {"retrained": True, **({"hpo": hpo} if hpo else {})}
+            # the run's evaluation is kept (its metrics hold error_analysis): only metrics.json, reports, card again
+            return finish_run(result.run_dir, load_config(result.run_dir / "config.yaml"), {**result.metrics, **more},
+                              extra_markdown=extra_markdown)
     t0 = time.perf_counter()
     with timer("final"):
         if best_dir.exists():
@@ -138,12 +144,12 @@ def finalize_best(study: Any, config: Config, prepared: Any, progress: bool, tim
                       "n_parameters": n_params},
             "data": counts, "total_runtime_s": round(time.perf_counter() - t0, 2),
         })
-        write_metrics(best_dir, metrics)
-        report = write_report(best_dir, cfg, metrics, prepared.report, str(curves) if curves else None)
-        write_model_card(model_dir, cfg, metrics, base_model, licence)
+        # the one end of every run: significance, error analysis, verdict, report.md/.html, segments.tsv, card
+        result = finish_run(best_dir, cfg, {**metrics, "hpo": hpo} if hpo else metrics, prepared.report, curves,
+                            model_dir, base_model=base_model, licence=licence, extra_markdown=extra_markdown)
     with timer("cleanup"):
         free_memory()
-    return RunResult(best_dir, metrics, model_dir, report)
+    return result
 
 
 def finalized_best(config: Config, number: Optional[int], counts: dict) -> Any:
@@ -158,4 +164,5 @@ def finalized_best(config: Config, number: Optional[int], counts: dict) -> Any:
     hpo = metrics.get("hpo") or {}
     if number is None or hpo.get("best_trial") != number or hpo.get("counts") != counts:
         return None
-    return RunResult(best_dir, metrics, best_dir / "model", best_dir / "report.md")
+    html = best_dir / "report.html"
+    return RunResult(best_dir, metrics, best_dir / "model", best_dir / "report.md", html if html.is_file() else None)

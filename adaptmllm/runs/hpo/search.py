@@ -45,7 +45,7 @@ from typing import Any, Optional
 from adaptmllm.config import Config, ConfigError, config_from_dict
 from adaptmllm.data.pairs import prepare_data
 from adaptmllm.hardware import free_memory, world_size
-from adaptmllm.io import atomic_write_json, atomic_write_text
+from adaptmllm.io import atomic_write_json
 from adaptmllm.runs.hpo.artefacts import hpo_markdown, write_study_artefacts, write_trials_csv
 from adaptmllm.runs.hpo.final import finalize_best, finalized_best, remove_other_models
 from adaptmllm.runs.hpo.space import suggest
@@ -291,16 +291,11 @@ def run_study(config: Config | dict, progress: bool = True) -> Optional[StudyRes
                 summary = write_study_artefacts(study, config, plots=config.hpo.plots, timer=timer)
             if number is not None:
                 remove_other_models(study, hpo_dir, number if config.hpo.best_model == "keep" else None)
-                run_result = finalize_best(study, config, prepared, progress, timer, sync)
-                with timer("artefacts"):
-                    summary["best_run"] = str(run_result.run_dir)
-                    run_result.metrics["hpo"] = {k: summary[k] for k in (
-                        "study_name", "storage", "metric", "counts", "best_trial", "best_value", "best_params",
-                        "baseline_dev", "green_total")}
-                    atomic_write_json(run_result.run_dir / "metrics.json", run_result.metrics)
-                    text = run_result.report.read_text(encoding="utf-8")
-                    atomic_write_text(run_result.report,
-                                      text.rstrip("\n") + "\n" + hpo_markdown(summary, run_result.run_dir))
+                hpo = {k: summary[k] for k in ("study_name", "storage", "metric", "counts", "best_trial", "best_value",
+                                               "best_params", "baseline_dev", "green_total")}
+                run_result = finalize_best(study, config, prepared, progress, timer, sync, hpo=hpo,
+                                           extra_markdown=hpo_markdown(summary, config.run_dir / "best"))
+                summary["best_run"] = str(run_result.run_dir)
     if sync is not None:
         sync.send({"action": "stop"})  # the other ranks return
     timings = dict(timer.seconds)
