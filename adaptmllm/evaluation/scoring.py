@@ -1,17 +1,12 @@
-"""Evaluation beyond the corpus scores, shared by :func:`adaptmllm.runs.pipeline.run` and the
-``adaptmllm evaluate`` / ``adaptmllm select-checkpoint`` commands:
-
-- significance: paired bootstrap of fine-tuned vs baseline (:mod:`adaptmllm.metrics.significance`);
-- forgetting check: both systems on a general-domain test set (``eval.general_test``), a chrF++
-  drop beyond ``eval.forgetting_threshold`` points flagged;
-- per-checkpoint scores: each remaining ``checkpoints/checkpoint-*`` on the in-domain dev set and
-  the general test set (``eval.score_checkpoints``), so the user can pick the trade-off, and
-  :func:`select_checkpoint` keeps the chosen one in ``model/``;
-- error analysis (:mod:`adaptmllm.metrics.analysis`), every segment in ``segments.tsv``.
+"""Scoring a model on a set: the test set (:func:`score_model`, shared by every run and ``adaptmllm
+evaluate``), the general-domain set of the forgetting check (``eval.general_test``, a chrF++ drop beyond
+``eval.forgetting_threshold`` points flagged) and each remaining ``checkpoints/checkpoint-*`` on the dev and
+general sets (``eval.score_checkpoints``), so that the user can pick the trade-off
+(:func:`adaptmllm.runs.evaluate.select_checkpoint`). Significance and error analysis of a run's
+translations are :mod:`adaptmllm.evaluation.outputs`.
 
 Files in the run folder: ``data/general.<src>``/``.<tgt>`` (the general test set as scored),
-``general.baseline.hyp.txt``, ``general.finetuned.hyp.txt``, ``segments.tsv``,
-``checkpoint_scores.png``. Scores are sacrebleu's, 0-100.
+``general.baseline.hyp.txt``, ``general.finetuned.hyp.txt``. Scores are sacrebleu's, 0-100.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
-"""The evaluation sections of the run report (markdown for ``report.md``) and the one-file HTML
-report ``report.html``: verdict, scores with signatures, significance, forgetting check, per-epoch
-scores, error analysis, data statistics, HPO summary, energy and the config, plots embedded as
-base64 PNG so the file opens anywhere, offline, and can be mailed as it is.
+"""The one-file HTML report ``report.html``: verdict, scores with signatures, significance, forgetting
+check, per-epoch scores, error analysis, data statistics, HPO summary, energy and the config, plots
+embedded as base64 PNG so the file opens anywhere, offline, and can be mailed as it is.
 
-Both formats are rendered from the same blocks, so they show the same numbers. Scores are
-sacrebleu's (0-100); energy kWh, emissions kgCO2eq, durations seconds.
+It renders the same blocks as ``report.md`` (:mod:`adaptmllm.reporting.blocks`), so both show the same
+numbers. Scores are sacrebleu's (0-100); energy kWh, emissions kgCO2eq, durations seconds.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""What a run leaves for people: ``metrics.json``, ``report.md``, a training-curve PNG and the
-model card (``README.md``) of the fine-tuned model.
+"""What a run's numbers say: ``metrics.json`` in its fixed shape (:func:`build_metrics`,
+:func:`write_metrics`) and the verdict (:func:`verdict_info`: did fine-tuning help, as data and as one
+plain-language paragraph), with the small formatting helpers the reports share. report.md and the model
+card are :mod:`adaptmllm.reporting.markdown`, report.html :mod:`adaptmllm.reporting.html`.
 
 Scores are sacrebleu's (0-100, see :mod:`adaptmllm.metrics.corpus`); energy is in kWh, emissions in
 kgCO2eq and durations in seconds (see :mod:`adaptmllm.training.green`). Every file is written atomically.

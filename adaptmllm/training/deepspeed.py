@@ -1,12 +1,15 @@
-"""DeepSpeed ZeRO for adaptmllm: NLLB-200 architectures, a memory planner, ZeRO configs, launch helpers.
+"""DeepSpeed ZeRO for adaptmllm, the Trainer side: the plan applied to the model and Trainer, the packages a
+config needs (:func:`check_installed`), the consolidated weights after training. The memory plan itself
+(NLLB-200 architectures, bytes per parameter, :func:`~adaptmllm.training.memory_plan.plan_training`) is
+:mod:`adaptmllm.training.memory_plan`.
 
 Full fine-tuning of NLLB-200-3.3B with AdamW needs about 16-18 bytes per parameter of model states
-(about 50-56 GiB) before activations. :func:`plan_training` picks the fastest plan that fits the GPU,
+(about 50-56 GiB) before activations. :func:`~adaptmllm.training.memory_plan.plan_training` picks the fastest plan that fits the GPU,
 in this order: no DeepSpeed; ZeRO-2; ZeRO-3; each of those with gradient checkpointing; ZeRO-2 with
 the optimizer states in CPU memory; ZeRO-3 with CPU optimizer offload; ZeRO-3 with optimizer and
 parameter offload. Model states are estimated with DeepSpeed's own estimators
 (``estimate_zero2_model_states_mem_needs``, ``estimate_zero3_model_states_mem_needs``), activations
-with :func:`activation_gib`. The chosen plan is logged in one line; ``train.deepspeed.*`` overrides
+with :func:`~adaptmllm.training.memory_plan.activation_gib`. The chosen plan is logged in one line; ``train.deepspeed.*`` overrides
 it (``stage``, ``offload_optimizer``, ``offload_params``, or a whole ``config_file``).
 
 One GPU needs no launcher: adaptmllm sets the single-process variables (``RANK=0 WORLD_SIZE=1`` ...)
@@ -17,7 +20,7 @@ itself. Several GPUs (or nodes) use DeepSpeed's launcher with the same config::
     deepspeed --hostfile hostfile --num_nodes 2 --num_gpus 8 -m adaptmllm.cli run --config ...
 
 Rank 0 scores and writes the run folder; the other ranks train alongside it
-(:func:`run_other_rank`). Known traps handled here: M2M100/NLLB LayerDrop breaks ZeRO-3 (it is set to
+(:func:`adaptmllm.runs.pipeline.run_other_rank`). Known traps handled here: M2M100/NLLB LayerDrop breaks ZeRO-3 (it is set to
 0 under ZeRO-3, :func:`apply_plan_to_model`); generation under ZeRO-3 is very slow, so evaluation
 generates with a consolidated 16-bit copy of the weights (:func:`trainer_class`, :func:`plain_copy`).
 """

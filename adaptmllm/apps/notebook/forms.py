@@ -1,5 +1,12 @@
 """The notebook's config form: one widget per config field (help text from the field docstrings), grouped in
 tabs, with uploads, a preset and validation that shows the field to fix.
+
+The form is built from :class:`adaptmllm.config.Config` by :func:`field_specs`: ``bool`` -> checkbox, a
+field listed in :data:`adaptmllm.config.CHOICES` -> dropdown, ``*_lang`` -> language dropdown by name,
+learning rates -> log slider, ``int``/``float`` -> number box, ``Optional`` -> text box where empty means
+"not set", corpus paths -> text box with a file upload, anything else -> YAML text. A new config field
+therefore appears in the form without any notebook edit, with its attribute docstring (the same text
+``adaptmllm run --help`` shows) as help.
 """
 
 from __future__ import annotations

@@ -1,20 +1,14 @@
-"""Notebook front end (Colab, Jupyter): ipywidgets forms generated from the config dataclasses, a
-live training plot, and the results as tables and charts. Thin: every step calls the package.
+"""Notebook front end (Colab, Jupyter), the results side: a live training plot, the results as tables
+and charts, the playground cell and the set-up checks. Thin: every step calls the package. The config
+form is :mod:`adaptmllm.apps.notebook.forms`.
 
-    from adaptmllm.apps.notebook.results import ConfigForm, LivePlot, show_scores, show_green
+    from adaptmllm.apps.notebook.forms import ConfigForm
+    from adaptmllm.apps.notebook.results import LivePlot, show_scores, show_green
     form = ConfigForm()                      # every Config field, its docstring as help
-    form                                     # (last line of a cell) shows the form
     config = form.value                      # -> adaptmllm.Config; a bad entry is shown beside its field
     plot = LivePlot(); display(plot)
-    result = adaptmllm.runs.pipeline.run(config, callbacks=[plot.callback()])
+    result = adaptmllm.run(config, callbacks=[plot.callback()])
     show_scores(result); show_green(result)
-
-The form is built from :class:`adaptmllm.config.Config` by :func:`field_specs`: ``bool`` ->
-checkbox, a field listed in :data:`adaptmllm.config.CHOICES` -> dropdown, ``*_lang`` -> language
-dropdown by name, learning rates -> log slider, ``int``/``float`` -> number box, ``Optional`` -> text
-box where empty means "not set", corpus paths -> text box with a file upload, anything else -> YAML
-text. A new config field therefore appears in the form without any notebook edit, with its
-attribute docstring (the same text ``adaptmllm run --help`` shows) as help.
 
 Works with ipywidgets 7 (Colab) and 8. Importing this module imports ipywidgets, not torch.
 """
