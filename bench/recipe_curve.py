@@ -155,7 +155,7 @@ def run_variant(args) -> dict:
         if args.batch_order == "sorted":
             import adaptmllm.training.resilience
 
-            adaptmllm.resilience.shuffle_batches = lambda indices, batch_size, generator: indices
+            adaptmllm.training.resilience.shuffle_batches = lambda indices, batch_size, generator: indices
         tc = cfg.train
         if args.variant == "ours-plain-hp":
             tiny = TinyModelConfig(**{**tiny.__dict__, "dropout": PLAIN["dropout"]})

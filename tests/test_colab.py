@@ -362,11 +362,10 @@ def test_harmless_warnings_are_hidden_but_logged_and_others_still_show(tmp_path)
 def test_playground_in_colab_shows_the_public_link_and_login_never_localhost_serve_mocked(tmp_path, monkeypatch):
     """gradio's share link needs the internet, so serve() is replaced (mocked) here; what is tested is what
     the notebook shows: public link, how to log in, password from the Colab secret or generated."""
-    import adaptmllm.apps.playground.app as pg
     from adaptmllm.apps.notebook import results as notebook
 
     calls, shown = [], []
-    monkeypatch.setattr(pg, "serve", lambda model, baseline=None, **kw: calls.append(kw) or SimpleNamespace(
+    monkeypatch.setattr(notebook, "serve", lambda model, baseline=None, **kw: calls.append(kw) or SimpleNamespace(
         local_url="http://127.0.0.1:7860/", share_url="https://abc.gradio.live"))
     monkeypatch.setattr(notebook, "display", lambda obj: shown.append(obj))
     colab = types.ModuleType("google.colab")

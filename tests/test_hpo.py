@@ -307,13 +307,13 @@ def test_retrained_best_model_ends_like_every_run(tmp_path, one_thread):
 
 
 def test_study_where_every_trial_fails_ends_with_a_message(tmp_path, monkeypatch, capsys, one_thread):
-    import adaptmllm.training.train
+    import adaptmllm.runs.hpo.trial as trial_module  # the trial calls the fine_tune it imported
     from adaptmllm.cli import main
 
     def broken(*args, **kwargs):
         raise RuntimeError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(adaptmllm.train, "fine_tune", broken)
+    monkeypatch.setattr(trial_module, "fine_tune", broken)
     d = hpo_dict(tmp_path / "runs", "fails", n_trials=2)
     config = write_config(d, tmp_path / "c.yaml")
     assert main(["hpo", "--config", str(config), "--quiet", "true"]) == 1
@@ -325,7 +325,7 @@ def test_study_where_every_trial_fails_ends_with_a_message(tmp_path, monkeypatch
     def pruned(*args, **kwargs):
         raise optuna.TrialPruned("pruned (simulated)")
 
-    monkeypatch.setattr(adaptmllm.train, "fine_tune", pruned)
+    monkeypatch.setattr(trial_module, "fine_tune", pruned)
     d = hpo_dict(tmp_path / "runs", "pruned", n_trials=2)
     from adaptmllm.runs.hpo.study import NoCompletedTrialError
     from adaptmllm.runs.hpo.search import run_study
