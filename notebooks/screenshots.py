@@ -9,7 +9,7 @@ renderer ``@jupyter-widgets/html-manager`` and ``requirejs`` are fetched once wi
 runs the notebook's tiny demo with its default parameters (no playground).
 
 The pictures show exactly what a user sees, stderr included (the notebook itself hides the known
-harmless warnings: adaptmllm.apps.notebook.results.quiet_notebook); only the icon glyphs (a CDN font) are hidden,
+harmless warnings: adaptmllm.apps.notebook.setup.quiet_notebook); only the icon glyphs (a CDN font) are hidden,
 and the form is shown with one deliberately invalid value, to show the message beside its field.
 """
 

@@ -315,7 +315,7 @@ def test_a_missing_optional_package_stops_with_its_pip_command(package, settings
 
 
 def test_show_plan_shows_the_plan_as_estimates_and_stops_with_one_sentence(no_deepspeed, capsys):
-    from adaptmllm.apps.notebook.results import estimate_epoch_seconds, show_plan
+    from adaptmllm.apps.notebook.setup import estimate_epoch_seconds, show_plan
 
     info = show_plan(Config())  # the tiny demo on this CPU
     assert info["strategy"].startswith("no DeepSpeed") and info["gpu"] == "none (CPU)"
@@ -337,7 +337,7 @@ def test_harmless_warnings_are_hidden_but_logged_and_others_still_show(tmp_path)
     the log file that a run's run.log handler would be (a handler on the adaptmllm logger); others still show."""
     code = """if True:
         import logging, warnings, sys
-        from adaptmllm.apps.notebook.results import quiet_notebook
+        from adaptmllm.apps.notebook.setup import quiet_notebook
         handler = logging.FileHandler(sys.argv[1])
         logging.getLogger("adaptmllm").addHandler(handler)
         logging.getLogger("adaptmllm").setLevel(logging.INFO)

@@ -329,7 +329,7 @@ def test_playground_is_shared_only_on_colab_and_always_with_a_password(tmp_path,
 
 
 def test_environment_reports_cpu_and_advice():
-    from adaptmllm.apps.notebook.results import environment, mount_drive
+    from adaptmllm.apps.notebook.setup import environment, mount_drive
     from adaptmllm.hardware import in_colab
 
     info = environment(show=False)
