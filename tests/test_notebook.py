@@ -30,7 +30,8 @@ from adaptmllm.config import (  # noqa: E402
     config_from_dict,
     load_config,
 )
-from adaptmllm.apps.notebook.forms import ConfigForm, field_docs, field_specs, start_config
+from adaptmllm.apps.notebook.fields import field_docs, field_specs
+from adaptmllm.apps.notebook.forms import ConfigForm, start_config
 from adaptmllm.apps.notebook.results import LivePlot  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

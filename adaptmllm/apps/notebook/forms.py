@@ -1,204 +1,31 @@
 """The notebook's config form: one widget per config field (help text from the field docstrings), grouped in
 tabs, with uploads, a preset and validation that shows the field to fix.
 
-The form is built from :class:`adaptmllm.config.Config` by :func:`field_specs`: ``bool`` -> checkbox, a
-field listed in :data:`adaptmllm.config.CHOICES` -> dropdown, ``*_lang`` -> language dropdown by name,
-learning rates -> log slider, ``int``/``float`` -> number box, ``Optional`` -> text box where empty means
-"not set", corpus paths -> text box with a file upload, anything else -> YAML text. A new config field
-therefore appears in the form without any notebook edit, with its attribute docstring (the same text
-``adaptmllm run --help`` shows) as help.
+The fields and the widget each gets are :mod:`adaptmllm.apps.notebook.fields`.
 """
 
 from __future__ import annotations
 
-import ast
-import dataclasses
-import functools
 import html
-import inspect
 import math
 import os
-import re
-import textwrap
-import types
-import typing
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import ipywidgets as widgets
 from IPython.display import display
 
-from adaptmllm.apps.notebook.results import check_corpus
-from adaptmllm.config import (CHOICES, PRETRAINED_PRESET, Config, ConfigError, build_section, check_model_name,
+from adaptmllm.apps.notebook.fields import (LOG_RANGE, TAB_TITLES, FieldSpec, doc_html, field_specs, get_path,
+                                            group_docs, merge_dicts, set_path)
+from adaptmllm.apps.notebook.setup import check_corpus
+from adaptmllm.config import (PRETRAINED_PRESET, Config, ConfigError, build_section, check_model_name,
                               config_from_dict, config_to_dict, learning_rate_warning, load_config, model_preset,
                               save_config)
 from adaptmllm.hardware import in_colab
 from adaptmllm.languages import choices, iso639_1
 
-__all__ = ["field_docs", "FieldSpec", "field_specs", "start_config", "ConfigForm"]
-
-UPLOAD_FIELDS = ("data.train", "data.dev", "data.test")
-"""Fields that get a file-upload button beside their text box (corpora)."""
-
-
-LOG_SLIDER = re.compile(r"(^|_)(learning_rate|lr)(_|$)")
-"""Float fields whose name matches get a log-scale slider (learning rates span decades)."""
-
-
-TAB_TITLES = {"": "Run", "hpo": "HPO", "eval": "Evaluate", "lora": "LoRA", "deepspeed": "DeepSpeed"}
-"""Form tab titles of config sections whose capitalised name reads badly (others: ``data`` -> Data)."""
-
-
-_LOG_RANGE = (-7.0, -1.0)  # 1e-7 .. 1e-1, widened when a value lies outside
-
-
-# ------------------------------------------------------------------------------------------ field specs
-
-@functools.lru_cache(maxsize=None)
-def field_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings of a dataclass (and its bases): ``{field: text}``, whitespace collapsed.
-
-    These are the string literals right after each annotated attribute, the help text that
-    jsonargparse shows for ``adaptmllm run --help``. Fields without one are absent.
-    """
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if klass is object:
-            continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError, SyntaxError):
-            continue
-        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for node, nxt in zip(body, body[1:]):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                    and isinstance(nxt.value.value, str)):
-                docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
-
-
-@dataclass
-class FieldSpec:
-    """One leaf field of the config as the form sees it.
-
-    Attributes:
-        path: dotted path, ``train.learning_rate`` (as in config errors and CLI flags).
-        name: the attribute name, ``learning_rate``.
-        kind: the widget: ``bool``, ``choice``, ``language``, ``log``, ``int``, ``float``,
-            ``optional`` (text, empty = None), ``text`` or ``yaml``.
-        type: the (resolved) annotation; ``base`` is the type inside ``Optional``.
-        default: the dataclass default.
-        doc: the attribute docstring ('' if none).
-        choices: the allowed values of a ``choice`` field.
-        group: dotted path of the dataclass holding it ('' for top-level fields).
-        upload: whether a file-upload button goes beside it.
-    """
-
-    path: str
-    name: str
-    kind: str
-    type: Any
-    base: Any
-    default: Any
-    doc: str
-    choices: Optional[tuple] = None
-    group: str = ""
-    upload: bool = False
-
-
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    if typing.get_origin(tp) in (typing.Union, getattr(types, "UnionType", typing.Union)):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(tp)) == 2:
-            return args[0], True
-    return tp, False
-
-
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return None
-
-
-def _kind(path: str, name: str, base: Any, optional: bool) -> str:
-    if path in CHOICES:
-        return "choice"
-    if base is bool and not optional:
-        return "bool"
-    if base is str and name.endswith("_lang") and not optional:
-        return "language"
-    if base is float and LOG_SLIDER.search(name) and not optional:
-        return "log"
-    if base in (int, float) and not optional:
-        return base.__name__
-    if base in (int, float, str, bool):
-        return "optional" if optional else "text"
-    return "yaml"
-
-
-def field_specs(cls: type = Config, prefix: str = "") -> list[FieldSpec]:
-    """Every leaf field of ``cls``, nested dataclasses flattened in declaration order.
-
-    Raises:
-        TypeError: ``cls`` is not a dataclass.
-    """
-    if not is_dataclass(cls):
-        raise TypeError(f"{cls!r} is not a dataclass")
-    hints = typing.get_type_hints(cls)
-    docs = field_docs(cls)
-    out: list[FieldSpec] = []
-    for f in fields(cls):
-        path = f"{prefix}{f.name}"
-        tp = hints.get(f.name, f.type)
-        base, optional = _unwrap_optional(tp)
-        if is_dataclass(base):
-            out += field_specs(base, f"{path}.")
-            continue
-        out.append(FieldSpec(path=path, name=f.name, kind=_kind(path, f.name, base, optional), type=tp, base=base,
-                             default=_default(f), doc=docs.get(f.name, ""), choices=CHOICES.get(path),
-                             group=prefix.rstrip("."), upload=path in UPLOAD_FIELDS))
-    return out
-
-
-def _group_docs(cls: type = Config, prefix: str = "") -> dict[str, str]:
-    """``{group path: class docstring}`` for ``cls`` and its nested dataclasses."""
-    hints = typing.get_type_hints(cls)
-    out = {prefix.rstrip("."): " ".join(inspect.getdoc(cls).split()) if cls.__doc__ else ""}
-    for f in fields(cls):
-        base, _ = _unwrap_optional(hints.get(f.name, f.type))
-        if is_dataclass(base):
-            out.update(_group_docs(base, f"{prefix}{f.name}."))
-    return out
-
-
-def _doc_html(text: str) -> str:
-    """Escape a docstring and turn ``code`` into <code>code</code>."""
-    esc = html.escape(text)
-    return re.sub(r"``(.+?)``", r"<code>\1</code>", esc)
-
-
-def _get(d: dict, path: str) -> Any:
-    for key in path.split("."):
-        d = d[key]
-    return d
-
-
-def _set(d: dict, path: str, value: Any) -> None:
-    keys = path.split(".")
-    for key in keys[:-1]:
-        d = d.setdefault(key, {})
-    d[keys[-1]] = value
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in (over or {}).items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+__all__ = ["start_config", "ConfigForm"]
 
 
 def start_config(preset: str | os.PathLike | None = None, overrides: Optional[dict] = None, **top: Any) -> Config:
@@ -215,12 +42,12 @@ def start_config(preset: str | os.PathLike | None = None, overrides: Optional[di
     """
     base = config_to_dict(load_config(preset)) if preset else config_to_dict(Config())
     overrides = overrides or {}
-    model = _merge(base, _merge(overrides, top))["model"]["name_or_path"]
+    model = merge_dicts(base, merge_dicts(overrides, top))["model"]["name_or_path"]
     if model_preset(model) is not None:
         kept = {k: v for k, v in overrides.items() if k not in ("train", "eval", "hpo")}
-        base = base if preset else _merge(base, model_preset(model))
-        return config_from_dict(_merge(base, _merge(kept, top)))
-    return config_from_dict(_merge(base, _merge(overrides, top)))
+        base = base if preset else merge_dicts(base, model_preset(model))
+        return config_from_dict(merge_dicts(base, merge_dicts(kept, top)))
+    return config_from_dict(merge_dicts(base, merge_dicts(overrides, top)))
 
 
 # ------------------------------------------------------------------------------------------ the form
@@ -257,7 +84,7 @@ class _Field:
             w = widgets.Dropdown(options=[(f"{name} ({code})", code) for name, code in choices()],
                                  description=s.name, style=style, layout=lay)
         elif s.kind == "log":
-            w = widgets.FloatLogSlider(base=10, min=_LOG_RANGE[0], max=_LOG_RANGE[1], step=0.01,
+            w = widgets.FloatLogSlider(base=10, min=LOG_RANGE[0], max=LOG_RANGE[1], step=0.01,
                                        readout_format=".1e", description=s.name, style=style, layout=lay)
         elif s.kind == "int":
             w = widgets.IntText(description=s.name, style=style, layout=lay)
@@ -272,7 +99,7 @@ class _Field:
         self.widget = w
         self.error = widgets.HTML(layout=form._layouts["error"])
         self.help = widgets.HTML(f'<div style="margin:-4px 0 6px 198px;color:#666;font-size:90%;'
-                                 f'max-width:640px;line-height:1.3">{_doc_html(s.doc)}</div>' if s.doc else "",
+                                 f'max-width:640px;line-height:1.3">{doc_html(s.doc)}</div>' if s.doc else "",
                                  layout=form._layouts["help"])
         row = [w]
         self.upload = None
@@ -331,7 +158,7 @@ class _Field:
         """Show ``value`` (a config value) in the widget."""
         s, w = self.spec, self.widget
         if s.kind == "log":
-            exp = math.log10(value) if value and value > 0 else _LOG_RANGE[0]
+            exp = math.log10(value) if value and value > 0 else LOG_RANGE[0]
             w.min, w.max = min(w.min, int(exp) - 1), max(w.max, int(exp) + 1)
             w.value = value
         elif s.kind == "choice" and value not in w.options:
@@ -483,7 +310,7 @@ class ConfigForm:
         elif now is None and was:  # the preset's fields back to their defaults, then the demo's settings
 
             defaults = config_to_dict(self.cls())
-            self.apply({sec: {k: _get(defaults, f"{sec}.{k}") for k in PRETRAINED_PRESET[sec] if k != "space"}
+            self.apply({sec: {k: get_path(defaults, f"{sec}.{k}") for k in PRETRAINED_PRESET[sec] if k != "space"}
                         for sec in PRETRAINED_PRESET})
             self.apply({"hpo": {"space": defaults["hpo"]["space"]}})
             self.apply(self.demo_overrides)
@@ -491,7 +318,7 @@ class ConfigForm:
 
     # -- layout
     def _tabs(self) -> widgets.Widget:
-        gdocs = _group_docs(self.cls)
+        gdocs = group_docs(self.cls)
         groups: dict[str, list[_Field]] = {}
         for f in self.fields.values():
             groups.setdefault(f.spec.group, []).append(f)
@@ -504,10 +331,10 @@ class ConfigForm:
             rows: list[widgets.Widget] = []
             doc = gdocs.get(top, "")
             if doc:
-                rows.append(widgets.HTML(f'<p style="margin:4px 0 10px 0"><i>{_doc_html(doc)}</i></p>'))
+                rows.append(widgets.HTML(f'<p style="margin:4px 0 10px 0"><i>{doc_html(doc)}</i></p>'))
             rows += [f.box for f in groups.get(top, [])]
             for sub in [g for g in groups if g.startswith(top + ".") and g.count(".") == top.count(".") + 1]:
-                inner = [widgets.HTML(f"<i>{_doc_html(gdocs.get(sub, ''))}</i>")]
+                inner = [widgets.HTML(f"<i>{doc_html(gdocs.get(sub, ''))}</i>")]
                 inner += [f.box for g in groups if g == sub or g.startswith(sub + ".") for f in groups[g]]
                 acc = widgets.Accordion(children=[widgets.VBox(inner)])
                 acc.set_title(0, sub.split(".")[-1])
@@ -533,7 +360,7 @@ class ConfigForm:
         out: dict = {}
         for path, f in self.fields.items():
             try:
-                _set(out, path, f.get())
+                set_path(out, path, f.get())
             except ConfigError as e:
                 f.show_error(str(e).split(": ", 1)[-1])
                 raise
@@ -609,7 +436,7 @@ class ConfigForm:
         try:
             for path, f in self.fields.items():
                 try:
-                    f.set(_get(d, path))
+                    f.set(get_path(d, path))
                 except KeyError:
                     pass
         finally:
