@@ -26,7 +26,7 @@ __all__ = ["SHIPPED_DEMO_BASE", "demo_base_key", "demo_base"]
 log = logging.getLogger(__name__)
 
 
-SHIPPED_DEMO_BASE = Path(__file__).resolve().parents[1] / "assets" / "demo-base"
+SHIPPED_DEMO_BASE = Path(__file__).resolve().parents[2] / "assets" / "demo-base"
 """The demo base at the default tiny sizes, shipped in the repository (about 4 MB), so the demo
 and the tests skip the pretraining; rebuilt by :func:`demo_base` whenever the sizes or the demo
 generator change (``python -m adaptmllm.training.demo_base --rebuild-demo-base`` refreshes it)."""
