@@ -5,7 +5,7 @@ full fine-tuning (memory plan + batching), LoRA and QLoRA.
     .venv/bin/python bench/train_throughput.py --model 600M --batch 2 --max-len 32 --steps 3 --warmup 1 \\
         --variants a,b,b-zero2,c,d                                               # a short CPU proof run
 
-The weights are a random initialisation of the real NLLB-200 configuration (``adaptmllm.training.deepspeed.
+The weights are a random initialisation of the real NLLB-200 configuration (``adaptmllm.training.memory_plan.
 nllb_config``: 3.3B = d_model 2048, 24+24 layers, 16 heads, FFN 8192, vocabulary 256,206); nothing is
 downloaded. Sentence lengths come from a real corpus (default: LoResMT 2021 English-Irish training set
 in ../shared/data), counted with a SentencePiece BPE trained on that corpus as a stand-in for NLLB's
