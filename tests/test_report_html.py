@@ -149,7 +149,7 @@ def test_html_worse_and_forgetting_in_red(tmp_path):
     assert "Hyperparameter search" in page and "51.23" in page and "learning_rate" in page and "pruned 2" in page
     calm = write_html_report(tmp_path, cfg, _metrics(False)).read_text(encoding="utf-8")
     assert 'id="forgetting"' not in calm and "No forgetting flagged" in calm  # not flagged: no red banner
-    md_lines = __import__("adaptmllm.reporting.html", fromlist=["x"]).evaluation_markdown(_metrics(True))
+    md_lines = __import__("adaptmllm.reporting.blocks", fromlist=["x"]).evaluation_markdown(_metrics(True))
     assert any("Forgetting: general-domain chrF++ fell by 6.5 points" in ln for ln in md_lines)
 
 

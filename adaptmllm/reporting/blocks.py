@@ -295,6 +295,13 @@ def _numeric_col(rows: list, i: int) -> bool:
     return bool(vals) and all(re.fullmatch(r"[-+]?[\d.]+( \(.*\))?|n/a|p [<=] [\d.]+", v) for v in vals)
 
 
-def evaluation_markdown(m: dict) -> list[str]:
-    """Markdown lines of :func:`evaluation_blocks` for ``report.md`` (empty when there is nothing)."""
-    return render_markdown(evaluation_blocks(m))
+def evaluation_markdown(m: dict, hpo_markdown: Optional[str] = None) -> list[str]:
+    """Markdown lines of :func:`evaluation_blocks` for ``report.md`` (empty when there is nothing).
+
+    ``hpo_markdown``, the study's own HPO section (``## Hyperparameter search`` with its plots, written by
+    :func:`adaptmllm.runs.hpo.artefacts.hpo_markdown`), takes the place of the short table built from
+    ``m["hpo"]``, so that the report has one such section."""
+    if hpo_markdown is None:
+        return render_markdown(evaluation_blocks(m))
+    lines = render_markdown(evaluation_blocks({k: v for k, v in m.items() if k != "hpo"}))
+    return lines + [""] + hpo_markdown.strip("\n").split("\n")

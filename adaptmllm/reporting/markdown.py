@@ -133,13 +133,15 @@ def data_md(data_report: Optional[dict]) -> list[str]:
 
 
 def write_report(run_dir: str | os.PathLike, config: Any, metrics: dict,
-                 data_report: Optional[dict], history_png: Optional[str]) -> Path:
+                 data_report: Optional[dict], history_png: Optional[str], hpo_markdown: Optional[str] = None) -> Path:
     """Write ``<run_dir>/report.md`` (atomically): run and language pair, verdict, scores table with
     the sacrebleu signatures, energy and emissions with their caveats, data table (per split: pairs
     read, kept and dropped per cleaning rule: ``{"train": {"total", "kept", "dropped": {rule: n}}, ...}``,
     under ``"splits"`` as :func:`adaptmllm.data.pairs.prepare_data` reports it, with ``source`` and
     ``split_off`` where given), the training-curve PNG (linked by a path relative to ``run_dir``)
     and the config as YAML. ``config`` is a dataclass (e.g. :class:`~adaptmllm.config.Config`) or a dict.
+    ``hpo_markdown``: the study's HPO section for a study's best model (see
+    :func:`adaptmllm.reporting.blocks.evaluation_markdown`).
 
     Returns the path. Raises ``ValueError`` as :func:`build_metrics` does, ``OSError`` on write errors.
     """
@@ -156,7 +158,7 @@ def write_report(run_dir: str | os.PathLike, config: Any, metrics: dict,
     if m.get("best_checkpoint"):
         lines += ["", f"Best checkpoint: `{m['best_checkpoint']}`"]
 
-    lines += evaluation_markdown(m)
+    lines += evaluation_markdown(m, hpo_markdown)
     lines += ["", "## Energy and emissions", ""] + green_md(m["green"])
     lines += ["", "## Data", ""] + data_md(data_report)
     if history_png:

@@ -151,7 +151,8 @@ def _test_split(run_dir: Path, config: Config) -> tuple[list[str], list[str]]:
 def finish_run(run_dir: str | Path, config: Config, metrics: dict, data_report: Optional[dict] = None,
                curves: Optional[Path] = None, model_dir: Optional[Path] = None, card_config: Optional[Config] = None,
                bundle: Any = None, t_start: Optional[float] = None, *, base_model: Optional[str] = None,
-               licence: Optional[str] = None, extra_markdown: str = "") -> RunResult:
+               licence: Optional[str] = None, hpo_markdown: Optional[str] = None,
+               extra_markdown: str = "") -> RunResult:
     """Write a finished run's ``metrics.json`` (with the verdict), ``report.md``, ``report.html`` and the model
     card: the same files for every kind of run. All files are written atomically (:mod:`adaptmllm.io`).
     The positional parameters are those of the ``finish_run`` that ``pipeline`` and ``multilingual`` call today.
@@ -175,7 +176,9 @@ def finish_run(run_dir: str | Path, config: Config, metrics: dict, data_report: 
         t_start: ``time.perf_counter()`` at the run's start: the wall time (s) is logged.
         base_model, licence: the base model's name and licence for the card when there is no ``bundle``;
             default ``config.model.name_or_path`` and its :func:`adaptmllm.modeling.model.base_licence`.
-        extra_markdown: appended to ``report.md`` (the HPO section with its plots, for a study's best model).
+        hpo_markdown: for a study's best model, the study's HPO section of ``report.md`` (with its plots), in
+            place of the short table built from ``metrics["hpo"]`` (``report.html`` shows that table).
+        extra_markdown: appended to ``report.md``.
 
     Returns:
         The :class:`RunResult` (``metrics`` as written, with ``verdict``).
@@ -197,7 +200,7 @@ def finish_run(run_dir: str | Path, config: Config, metrics: dict, data_report: 
     metrics.pop("verdict", None)
     write_metrics(run_dir, metrics)
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    report = write_report(run_dir, config, metrics, data_report, png)
+    report = write_report(run_dir, config, metrics, data_report, png, hpo_markdown)
     if extra_markdown:
         text = report.read_text(encoding="utf-8")
         atomic_write_text(report, text.rstrip("\n") + "\n" + extra_markdown)

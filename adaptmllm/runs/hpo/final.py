@@ -53,12 +53,13 @@ def remove_other_models(study: Any, hpo_dir: Path, keep_number: Optional[int]) -
 
 
 def finalize_best(study: Any, config: Config, prepared: Any, progress: bool, timer: Timer,
-                  sync: Optional[RankSync] = None, hpo: Optional[dict] = None, extra_markdown: str = "") -> RunResult:
+                  sync: Optional[RankSync] = None, hpo: Optional[dict] = None,
+                  hpo_markdown: Optional[str] = None) -> RunResult:
     """Score the best trial's model (kept, or retrained) on the test set against the baseline into ``<run>/best/``.
 
     Both ways end through :func:`adaptmllm.runs.run_folder.finish_run`, so ``<run>/best`` holds what every run
     folder holds: ``metrics.json`` (significance, error analysis, verdict, and ``hpo`` when given),
-    ``report.md`` (``extra_markdown``, the HPO section, appended), ``report.html``, ``segments.tsv`` and the
+    ``report.md`` (with ``hpo_markdown``, the study's HPO section), ``report.html``, ``segments.tsv`` and the
     model card. Returns its :class:`RunResult`."""
     import optuna
     import torch
@@ -81,7 +82,7 @@ def finalize_best(study: Any, config: Config, prepared: Any, progress: bool, tim
             more = {"retrained": True, **({"hpo": hpo} if hpo else {})}
             # the run's evaluation is kept (its metrics hold error_analysis): only metrics.json, reports, card again
             return finish_run(result.run_dir, load_config(result.run_dir / "config.yaml"), {**result.metrics, **more},
-                              extra_markdown=extra_markdown)
+                              hpo_markdown=hpo_markdown)
     t0 = time.perf_counter()
     with timer("final"):
         if best_dir.exists():
@@ -146,7 +147,7 @@ def finalize_best(study: Any, config: Config, prepared: Any, progress: bool, tim
         })
         # the one end of every run: significance, error analysis, verdict, report.md/.html, segments.tsv, card
         result = finish_run(best_dir, cfg, {**metrics, "hpo": hpo} if hpo else metrics, prepared.report, curves,
-                            model_dir, base_model=base_model, licence=licence, extra_markdown=extra_markdown)
+                            model_dir, base_model=base_model, licence=licence, hpo_markdown=hpo_markdown)
     with timer("cleanup"):
         free_memory()
     return result

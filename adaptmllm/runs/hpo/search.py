@@ -294,7 +294,7 @@ def run_study(config: Config | dict, progress: bool = True) -> Optional[StudyRes
                 hpo = {k: summary[k] for k in ("study_name", "storage", "metric", "counts", "best_trial", "best_value",
                                                "best_params", "baseline_dev", "green_total")}
                 run_result = finalize_best(study, config, prepared, progress, timer, sync, hpo=hpo,
-                                           extra_markdown=hpo_markdown(summary, config.run_dir / "best"))
+                                           hpo_markdown=hpo_markdown(summary, config.run_dir / "best"))
                 summary["best_run"] = str(run_result.run_dir)
     if sync is not None:
         sync.send({"action": "stop"})  # the other ranks return
