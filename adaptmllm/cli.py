@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 
 from adaptmllm.apps.hub import HubError, push_to_hub
 from adaptmllm.apps.playground.app import serve
-from adaptmllm.apps.playground.auth import AuthError, ShareError
+from adaptmllm.apps.playground.auth import AuthError, ShareError, check_share
 from adaptmllm.config import (CT2_QUANTIZATIONS, Config, ConfigError, DataConfig, ServeConfig, config_from_dict,
                               mqm_weights, read_config_file, yaml_line)
 from adaptmllm.data.pairs import DataError, decode_text, load_pairs, read_text
@@ -314,6 +314,11 @@ def _read_auth(ns) -> Optional[list]:
 
 def _serve(ns) -> int:
     config = ServeConfig(**{k: v for k, v in ns.serve.as_dict().items() if not k.startswith("__")})
+    try:  # a shared link without a login is refused first, before the model is looked at
+        check_share(ns.share, _read_auth(ns), insecure_share=ns.insecure_share)
+    except (ShareError, AuthError) as e:
+        print(f"adaptmllm: error: {e}", file=sys.stderr)
+        return 2
     resolve_model(ns.model, flag="--model")  # a missing folder fails here, naming the flag (ModelError)
     if ns.baseline:
         resolve_model(ns.baseline, flag="--baseline")

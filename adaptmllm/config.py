@@ -16,7 +16,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 from adaptmllm.io import atomic_write_text
 from adaptmllm.languages import LANGUAGES, LanguageError, check_code
@@ -381,7 +381,7 @@ class DeepSpeedConfig:
     """DeepSpeed ZeRO for full fine-tuning of large models (NLLB-200 1.3B/3.3B) on one or several GPUs.
     By default a memory planner picks the fastest plan that fits (see :mod:`adaptmllm.training.deepspeed`)."""
 
-    stage: str = "auto"
+    stage: Union[str, int] = "auto"
     """ZeRO stage: auto (the planner decides from the model size and GPU memory; no DeepSpeed when plain
     training fits or there is no GPU), off, 2 (shard optimizer states and gradients) or 3 (shard parameters too)."""
     offload_optimizer: Optional[bool] = None

@@ -244,7 +244,7 @@ def case_token_as_value():
 def case_password_in_storage():
     from adaptmllm.config import config_from_dict
 
-    config_from_dict({"hpo": {"storage": "postgresql://ann:s3cret@db.example.org/adaptmllm"}})
+    config_from_dict({"hpo": {"storage": "postgresql://ann:s3cret@db/adaptmllm"}})
 
 
 def case_atomic_write_killed():

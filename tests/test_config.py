@@ -82,3 +82,18 @@ def test_field_docstrings_are_the_cli_help(capsys):
         main(["run", "--help"])
     out = capsys.readouterr().out
     assert "Peak learning rate of AdamW" in out and "FLORES-200 code" in out
+
+
+def test_zero_stage_written_as_a_yaml_integer_parses_through_the_cli(tmp_path):
+    """`stage: 3` (a YAML integer, as users write it) is accepted by the CLI like `stage: "3"`; it was refused
+    with "Expected a str. Got value: 3"."""
+    from adaptmllm.cli import build_parser, config_from_namespace
+    from conftest import REPO
+
+    text = (REPO / "configs" / "nllb-3.3b-zero3.yaml").read_text(encoding="utf-8")
+    assert 'stage: "3"' in text
+    path = tmp_path / "c.yaml"
+    path.write_text(text.replace('stage: "3"', "stage: 3"), encoding="utf-8")
+    ns = build_parser().parse_args(["run", "--config", str(path)])
+    config = config_from_namespace(ns.run)
+    assert config.train.deepspeed.stage == "3"

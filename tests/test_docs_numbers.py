@@ -95,12 +95,19 @@ def demo_table(m: dict) -> str:
     rows = [f"| system (test set, {m['data']['test']} pairs) | BLEU | chrF++ | TER |", "|---|---:|---:|---:|"]
     for key, label in (("baseline", "baseline (demo base)"),
                        ("finetuned", f"fine-tuned ({epochs} epochs, {m['train']['train_runtime_s']:.0f} s of training "
-                                     "on 2 CPU cores)")):
+                                     f"on {machine()})")):
         s = m[key]
         rows.append(f"| {label} | {s['bleu']:.1f} | {s['chrf']:.1f} | {s['ter']:.1f} |")
     kept = {"finetuned": "the fine-tuned model", "baseline": "the baseline"}.get(m.get("kept"), m.get("kept"))
     rows += ["", f"Its report opens with the verdict *\"{m['verdict']['text']}\"*; `model/` holds {kept}."]
     return "\n".join(rows)
+
+
+def machine() -> str:
+    """The machine the demo was measured on, with its load (docs/results/demo/machine.txt, written by
+    regenerate.sh): a time measured on a shared machine says so."""
+    path = DEMO.parent / "machine.txt"
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else "2 CPU cores"
 
 
 def demo_metrics() -> dict:

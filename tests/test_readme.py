@@ -46,6 +46,8 @@ NOT_RUN = {
     "postgresql://": "needs a PostgreSQL server at dbhost (tests/test_hpo.py runs two workers on a local one)",
     "torchrun": "needs 4 GPUs and the NLLB-200 3.3B weights",
     "deepspeed --num_gpus": "needs 4 GPUs and the NLLB-200 3.3B weights",
+    "adaptmllm plan": "run by tests/test_launch.py, which compares its output with the README and docs",
+    "deepspeed --hostfile": "needs 2 nodes of 8 GPUs (tests/test_launch.py checks the command adaptmllm plan builds)",
     "gradio_client": "needs a running playground server (tests/test_playground.py drives its API)",
     "adaptmllm serve": "starts a long-running server (tests/test_playground.py)",
     "human-eval-report": "needs a run with annotations (tests/test_humaneval.py)",

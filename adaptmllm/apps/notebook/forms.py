@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import math
 import os
+import re
 from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -478,7 +479,9 @@ class ConfigForm:
             config = load_config(target)
         except ConfigError as e:
             msg = str(e)
-            inner = msg[len(f"{target}: "):] if msg.startswith(f"{target}: ") else ""
+            # "<file>: field: ..." or, from a YAML file, "<file> line N: field: ..."
+            where = re.match(re.escape(str(target)) + r"(?: line \d+(?: column \d+)?)?: ", msg)
+            inner = msg[where.end():] if where else ""
             if inner.partition(": ")[0] in self.fields:
                 self._show(inner)
                 self.status.value = self.status.value.replace("&#9888; ", f"&#9888; {html.escape(str(target))}: ", 1)

@@ -14,10 +14,14 @@ PYTHON="${PYTHON:-.venv/bin/python}"
 RUNS="${RUNS:-runs}"
 cmd=(run --config configs/demo.yaml --overwrite true)            # the Makefile's demo recipe
 grep -q "adaptmllm ${cmd[*]}" Makefile || { echo "the Makefile's demo command changed: update $0" >&2; exit 1; }
+before=$(cut -d' ' -f1 /proc/loadavg)
 "$ADAPTMLLM" "${cmd[@]}" --runs_dir "$RUNS" --quiet true
+after=$(cut -d' ' -f1 /proc/loadavg)
 out=docs/results/demo
 cp "$RUNS/demo/metrics.json" "$out/metrics.json"
 cp "$RUNS/demo/config.yaml" "$out/config.yaml"
 printf 'adaptmllm %s\n' "${cmd[*]}" > "$out/command.txt"
+printf '%s CPU cores (%s), load average %s at the start and %s at the end\n' "$(nproc)" \
+  "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" "$before" "$after" > "$out/machine.txt"
 "$PYTHON" tests/test_docs_numbers.py   # README's demo table and verdict from the new metrics.json
 echo "wrote $out/metrics.json and README.md's demo table; commit both"
