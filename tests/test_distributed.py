@@ -118,8 +118,9 @@ def test_two_process_loss_curve_matches_one_process_of_the_same_global_batch(sin
     assert len(a) == len(b) == 12
     for losses in (a, b):
         assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.5, losses  # both learn
-    # Same pairs, same global batch and schedule; the shards group pairs differently: within noise.
-    assert abs(a[0] - b[0]) < 0.1, (a, b)
+    # Same pairs, same global batch and schedule; the shards group pairs differently, and the
+    # length-grouped batches come in a shuffled order (issue 20), so a single step's batch differs: within noise.
+    assert abs(a[0] - b[0]) < 0.15, (a, b)
     assert abs(sum(a) / len(a) - sum(b) / len(b)) < 0.15, (a, b)
 
 
