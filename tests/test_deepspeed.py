@@ -213,7 +213,7 @@ importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
 from adaptmllm.config import config_from_dict
 from adaptmllm.data.pairs import prepare_data
 from adaptmllm.training.deepspeed import consolidated_model
-from adaptmllm.modeling.model import prepare_model
+from adaptmllm.training.setup import prepare_model
 from adaptmllm.training.train import fine_tune
 
 out = {}

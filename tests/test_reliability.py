@@ -26,7 +26,7 @@ from transformers import TrainerCallback
 from conftest import tiny_dict
 from adaptmllm.config import config_from_dict
 from adaptmllm.data.pairs import prepare_data
-from adaptmllm.modeling.model import prepare_model
+from adaptmllm.training.setup import prepare_model
 from adaptmllm.training.train import fine_tune
 
 out, kill_at, resume = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "resume"
