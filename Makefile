@@ -27,7 +27,7 @@ demo-hpo: install
 	$(VENV)/bin/adaptmllm hpo --config configs/demo-hpo.yaml --overwrite true
 
 test: install
-	$(PY) -m pytest -q tests
+	$(VENV)/bin/lint-imports && $(PY) -m pytest -q tests
 
 # The wheel (dist/adaptmllm-<version>-py3-none-any.whl): copy it to Google Drive and give its path to the
 # notebook's set-up cell (ADAPTMLLM_SOURCE) to install this exact code on Colab.

@@ -12,10 +12,10 @@ The small public API::
 Heavy libraries (torch, transformers) are imported only when a function needs them.
 
 The public names (``run``, ``translate``, ``score``, ``load_config``, ``Config``...) stay these functions
-and classes whatever else is imported: importing the submodule ``adaptmllm.translate`` (which
-:func:`run` does) would otherwise rebind ``adaptmllm.translate`` to that module. Reach a submodule's
-contents with ``from adaptmllm.translate import translate_texts`` (``import adaptmllm.translate as m``
-gives the function, as ``adaptmllm.translate`` does).
+and classes whatever else is imported: importing the submodule ``adaptmllm.inference.translate`` (which
+:func:`run` does) would otherwise rebind ``adaptmllm.inference.translate`` to that module. Reach a submodule's
+contents with ``from adaptmllm.inference.translate import translate_texts`` (``import adaptmllm.inference.translate as m``
+gives the function, as ``adaptmllm.inference.translate`` does).
 """
 
 from __future__ import annotations
@@ -24,10 +24,12 @@ import sys
 import types
 from typing import Sequence
 
-from .config import (Config, ConfigError, DataConfig, EvalConfig, GreenConfig, ModelConfig, TinyModelConfig,
-                     TrainConfig, load_config, save_config)
-
-__version__ = "0.1.0"
+from adaptmllm.config import (Config, ConfigError, DataConfig, EvalConfig, GreenConfig, ModelConfig, TinyModelConfig,
+                              TrainConfig, __version__, load_config, save_config)
+from adaptmllm.inference.translate import translate_texts
+from adaptmllm.metrics.corpus import score as _score
+from adaptmllm.modeling.model import load_pretrained
+from adaptmllm.runs.pipeline import run as _run
 
 __all__ = [
     "Config", "ConfigError", "DataConfig", "ModelConfig", "TinyModelConfig", "TrainConfig", "EvalConfig",
@@ -36,33 +38,26 @@ __all__ = [
 
 
 def run(config: Config | dict, progress: bool = True):
-    """Run the whole pipeline (see :func:`adaptmllm.pipeline.run`). Returns a ``RunResult``."""
-    from .pipeline import run as _run
-
+    """Run the whole pipeline (see :func:`adaptmllm.runs.pipeline.run`). Returns a ``RunResult``."""
     return _run(config, progress=progress)
 
 
 def translate(texts: Sequence[str], model: str, src_lang: str, tgt_lang: str, num_beams: int = 4,
               max_new_tokens: int = 256, batch_size: int = 32) -> list[str]:
     """Translate N segments with the model folder (or hub name) ``model``; returns N translations."""
-    from .model import load_pretrained
-    from .translate import translate_texts
-
     m, tok = load_pretrained(model, src_lang, tgt_lang)
     return translate_texts(m, tok, list(texts), src_lang, tgt_lang, num_beams=num_beams,
                            max_new_tokens=max_new_tokens, batch_size=batch_size)
 
 
 def score(hypotheses: Sequence[str], references: Sequence[str], bleu_tokenize: str = "13a") -> dict:
-    """Corpus BLEU, chrF++ and TER with signatures (see :func:`adaptmllm.metrics.score`)."""
-    from .metrics import score as _score
-
+    """Corpus BLEU, chrF++ and TER with signatures (see :func:`adaptmllm.metrics.corpus.score`)."""
     return _score(list(hypotheses), list(references), bleu_tokenize)
 
 
 class _Package(types.ModuleType):
     """The ``adaptmllm`` package object: the import system's binding of a submodule as an attribute of its
-    package (``adaptmllm.translate = <module>``) is skipped for the names of the public API in ``__all__``
+    package (``adaptmllm.inference.translate = <module>``) is skipped for the names of the public API in ``__all__``
     (the submodule stays importable: it is in ``sys.modules``)."""
 
     def __setattr__(self, name: str, value) -> None:

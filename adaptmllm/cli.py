@@ -21,7 +21,33 @@ import os
 import sys
 from typing import Optional, Sequence
 
-__all__ = ["main", "build_parser"]
+from adaptmllm.apps.hub import HubError, push_to_hub
+from adaptmllm.apps.playground.app import serve
+from adaptmllm.apps.playground.auth import AuthError, ShareError, check_share
+from adaptmllm.config import (CT2_QUANTIZATIONS, Config, ConfigError, DataConfig, ServeConfig, config_from_dict,
+                              mqm_weights, read_config_file, yaml_line)
+from adaptmllm.data.pairs import DataError, decode_text, load_pairs, read_text
+from adaptmllm.evaluation.human import DB_NAME, HumanEvalError
+from adaptmllm.evaluation.human_report import write_report
+from adaptmllm.evaluation.scoring import EvaluationError
+from adaptmllm.inference.ct2 import export_ctranslate2, is_ct2_model, load_ct2
+from adaptmllm.inference.translate import ENGINES, read_lines, translate_texts
+from adaptmllm.io import atomic_write_text
+from adaptmllm.languages import LanguageError, check_code
+from adaptmllm.metrics.corpus import MetricUnavailable
+from adaptmllm.modeling.model import ModelError, load_pretrained, resolve_model
+from adaptmllm.reporting.summary import verdict
+from adaptmllm.runs.backtranslate import back_translate, mix_pairs, read_monolingual, write_pairs_tsv
+from adaptmllm.runs.evaluate import evaluate_run, select_checkpoint
+from adaptmllm.runs.hpo.search import run_study
+from adaptmllm.runs.hpo.study import HPOError, NoCompletedTrialError
+from adaptmllm.runs.pipeline import run
+from adaptmllm.runs.run_folder import RunFolderError
+from adaptmllm.training.launch import format_cluster_plan, plan_cluster
+from adaptmllm.training.resilience import TrainingError
+from adaptmllm.training.setup import load_checkpoint_model
+
+__all__ = ["main", "build_parser", "EVAL_COMMANDS", "add_eval_commands", "run_eval_command"]
 
 
 def _quiet_env() -> None:
@@ -34,8 +60,6 @@ def build_parser():
     """The jsonargparse parser with the ``run``, ``hpo``, ``translate``, ``serve`` and ``human-eval-report``
     subcommands (and the others registered below)."""
     from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
-
-    from .config import Config
 
     set_parsing_settings(docstring_parse_attribute_docstrings=True)  # field docstrings are the help text
 
@@ -83,7 +107,6 @@ def build_parser():
     _add_export_command(sub)
     _add_serve_commands(sub)
     _add_push_command(sub)
-    from .cli_eval import add_eval_commands  # evaluate, select-checkpoint, back-translate
 
     add_eval_commands(sub)
     return parser
@@ -108,8 +131,6 @@ def _add_export_command(sub) -> None:
     """The ``export`` subcommand: a model folder converted for a faster inference engine."""
     from jsonargparse import ArgumentParser
 
-    from .config import CT2_QUANTIZATIONS
-
     ex = ArgumentParser(description="Convert a fine-tuned (or LoRA, merged first) model folder with CTranslate2 "
                         "into a self-contained folder for adaptmllm translate/serve --engine ctranslate2.")
     ex.add_argument("--model", type=str, required=True, help="model folder, e.g. runs/demo/model")
@@ -125,14 +146,12 @@ def _add_export_command(sub) -> None:
 def _export(ns) -> int:
     from pathlib import Path
 
-    from .ct2 import export_ctranslate2
-
     if ns.format != "ctranslate2":
         print(f"adaptmllm: error: --format: {ns.format!r} is not supported; use ctranslate2", file=sys.stderr)
         return 2
     model = Path(ns.model)
     out = ns.output or str(model.parent / f"{model.name}-ct2-{ns.quantization}")
-    print(export_ctranslate2(model, out, ns.quantization, force=ns.force))
+    print(export_ctranslate2(model, out, ns.quantization, force=ns.force, merge=load_checkpoint_model))
     return 0
 
 
@@ -152,8 +171,6 @@ def _add_push_command(sub) -> None:
 
 
 def _push(ns) -> int:
-    from .hub import HubError, push_to_hub
-
     try:
         url = push_to_hub(ns.run, ns.repo, private=not ns.public, commit_message=ns.message)
     except HubError as e:
@@ -166,8 +183,6 @@ def _push(ns) -> int:
 def _add_serve_commands(sub) -> None:
     """The ``serve`` and ``human-eval-report`` subcommands (playground and human evaluation)."""
     from jsonargparse import ArgumentParser
-
-    from .config import ServeConfig
 
     sv = ArgumentParser(description="Serve the translation playground and human evaluation (Gradio). "
                         "Sharing (--share) needs --auth USER:PASSWORD (or ADAPTMLLM_AUTH, or --auth_file).")
@@ -211,9 +226,7 @@ def _add_serve_commands(sub) -> None:
     sub.add_subcommand("human-eval-report", hr, help="summary table and chart of the human evaluation")
 
 
-def _config_from_namespace(ns) -> "object":
-    from .config import config_from_dict
-
+def config_from_namespace(ns) -> "object":
     d = ns.as_dict()
     for key in ("config", "__path__", "quiet"):
         d.pop(key, None)
@@ -223,13 +236,11 @@ def _config_from_namespace(ns) -> "object":
 def _plan(ns) -> int:
     import json
 
-    from .launch import format_cluster_plan, plan_cluster
-
     d = ns.as_dict()
     config_path = str(d["config"][0]) if d.get("config") else "config.yaml"
     for key in ("nodes", "gpus_per_node", "gpu_memory", "cpu_memory", "precision", "json"):
         d.pop(key, None)
-    ns_config = _config_from_namespace(type(ns)(**d))
+    ns_config = config_from_namespace(type(ns)(**d))
     try:
         cp = plan_cluster(ns_config, ns.nodes, ns.gpus_per_node, ns.gpu_memory, ns.cpu_memory, config_path,
                           ns.precision)
@@ -241,13 +252,8 @@ def _plan(ns) -> int:
 
 
 def _translate(ns) -> int:
-    from .languages import check_code
-    from .model import load_pretrained
-    from .translate import read_lines, translate_texts
-
     check_code(ns.src, "--src")
     check_code(ns.tgt, "--tgt")
-    from .data import decode_text, read_text  # strict UTF-8 with file/line/offset errors
 
     if ns.input:
         from pathlib import Path
@@ -260,9 +266,6 @@ def _translate(ns) -> int:
     lines = read_lines(text.split("\n"))
     if lines and lines[-1] == "":
         lines.pop()
-    from .ct2 import is_ct2_model, load_ct2
-    from .translate import ENGINES
-
     engine = ns.engine
     if engine == "auto":
         engine = "ctranslate2" if is_ct2_model(ns.model) else "transformers"
@@ -288,8 +291,6 @@ def _translate(ns) -> int:
                           split_sentences=ns.split_sentences)
     text = "".join(t.replace("\n", " ") + "\n" for t in out)
     if ns.output:
-        from .io import atomic_write_text
-
         atomic_write_text(ns.output, text)
     else:
         sys.stdout.write(text)
@@ -312,11 +313,6 @@ def _read_auth(ns) -> Optional[list]:
 
 
 def _serve(ns) -> int:
-    from .config import ServeConfig
-    from .humaneval import HumanEvalError
-    from .model import resolve_model
-    from .playground import AuthError, ShareError, check_share, serve
-
     config = ServeConfig(**{k: v for k, v in ns.serve.as_dict().items() if not k.startswith("__")})
     try:  # a shared link without a login is refused first, before the model is looked at
         check_share(ns.share, _read_auth(ns), insecure_share=ns.insecure_share)
@@ -343,8 +339,6 @@ def _serve(ns) -> int:
 def _human_eval_report(ns) -> int:
     from pathlib import Path
 
-    from .humaneval import DB_NAME, HumanEvalError, mqm_weights, write_report
-
     if not ns.db and not ns.run:
         print("adaptmllm: error: give --run runs/NAME or --db PATH", file=sys.stderr)
         return 2
@@ -352,7 +346,7 @@ def _human_eval_report(ns) -> int:
         weights = mqm_weights(ns.mqm_preset, {"minor": ns.mqm_minor, "major": ns.mqm_major,
                                               "non-translation": ns.mqm_non_translation})
         out = write_report(ns.db or Path(ns.run) / DB_NAME, ns.out, weights)
-    except HumanEvalError as e:
+    except (HumanEvalError, ConfigError) as e:
         print(f"adaptmllm: error: {e}", file=sys.stderr)
         return 2
     print(out["markdown"])
@@ -361,9 +355,7 @@ def _human_eval_report(ns) -> int:
 
 
 def _hpo(ns) -> int:
-    from .hpo import HPOError, NoCompletedTrialError, run_study
-
-    config = _config_from_namespace(ns)
+    config = config_from_namespace(ns)
     try:
         result = run_study(config, progress=not ns.quiet)
     except NoCompletedTrialError as e:
@@ -384,8 +376,6 @@ def _hpo(ns) -> int:
           f"{result.best_params}")
     print(f"study folder: {result.hpo_dir}")
     if result.run is not None:
-        from .report import verdict
-
         print(f"{result.run.report}\n{verdict(result.run.metrics)}")
     return 0
 
@@ -414,8 +404,6 @@ def usage_error(parser, argv: Sequence[str], error: Exception) -> str:
     unknown one, the file and line for a bad value read from a ``--config`` file, and where the help is."""
     import difflib
     import re
-
-    from .config import yaml_line
 
     msg = " ".join(str(error).split())
     command = argv[0] if argv and not argv[0].startswith("-") else None
@@ -447,19 +435,10 @@ def usage_error(parser, argv: Sequence[str], error: Exception) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``adaptmllm`` command. Returns the exit status (2 on bad input)."""
     _quiet_env()
-    from .config import ConfigError
-    from .data import DataError
-    from .languages import LanguageError
-    from .model import ModelError
-    from .pipeline import RunFolderError
-    from .resilience import TrainingError  # damaged checkpoint, full disk, out of memory
-
     from jsonargparse import ArgumentError
 
     argv = list(argv) if argv is not None else sys.argv[1:]
     if argv and argv[0] in ("run", "hpo"):
-        from .config import read_config_file
-
         try:  # the file, line, field and closest valid key; not jsonargparse's usage and "<unicode string>"
             for path in config_files(argv):
                 read_config_file(path)
@@ -479,15 +458,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if ns.command == "run":
-            from .pipeline import run
-
-            config = _config_from_namespace(ns.run)
+            config = config_from_namespace(ns.run)
             result = run(config, progress=not ns.run.quiet)
             if result is None:  # rank > 0 of a multi-GPU run: rank 0 reports
                 return 0
             m = result.metrics
             print(f"\n{result.report}" + (f"\n{result.html}" if getattr(result, "html", None) else ""))
-            from .report import verdict
 
             print(verdict(m))
             return 0
@@ -503,7 +479,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _push(ns.push)
         if ns.command == "export":
             return _export(ns.export)
-        from .cli_eval import EVAL_COMMANDS, run_eval_command
 
         if ns.command in EVAL_COMMANDS:
             return run_eval_command(ns)
@@ -517,6 +492,112 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     parser.print_help()
     return 2
+
+
+EVAL_COMMANDS = ("evaluate", "select-checkpoint", "back-translate")
+"""Subcommands this module adds."""
+
+
+_EVAL_OVERRIDES = {
+    "general_test": (Optional[str], "general-domain test set for the forgetting check (a corpus path as data.test "
+                                    "takes, or 'demo')"),
+    "forgetting_threshold": (Optional[float], "flag a general-domain chrF++ drop of more than this many points"),
+    "score_checkpoints": (Optional[bool], "score each remaining checkpoint on dev and general test"),
+    "bootstrap_samples": (Optional[int], "paired bootstrap resamples (1000)"),
+    "significance_level": (Optional[float], "p-value threshold (0.05)"),
+    "error_analysis_n": (Optional[int], "segments listed as most worse / most better"),
+    "spm_model": (Optional[str], "local FLORES-200 SentencePiece model: adds spBLEU"),
+    "comet_model": (Optional[str], "local COMET checkpoint (pip install 'adaptmllm[comet]'): adds COMET"),
+    "engine": (Optional[str], "engine of the translations this command makes (forgetting check, checkpoints): "
+                              "transformers or ctranslate2"),
+    "ct2_quantization": (Optional[str], "with --eval.engine ctranslate2: float32, int8, int8_float16, float16..."),
+}
+
+
+def add_eval_commands(sub) -> None:
+    """Add the ``evaluate``, ``select-checkpoint`` and ``back-translate`` subcommands to ``sub``."""
+    from jsonargparse import ArgumentParser
+
+    ev = ArgumentParser(description="(Re-)evaluate a finished run: paired bootstrap significance, error analysis, "
+                        "and as asked the forgetting check and per-checkpoint scores; rewrites metrics.json, "
+                        "report.md and report.html. Flags not given keep the run's config.yaml values.")
+    ev.add_argument("--run", type=str, required=True, help="run folder, e.g. runs/demo")
+    for name, (typ, help_text) in _EVAL_OVERRIDES.items():
+        ev.add_argument(f"--eval.{name}", type=typ, default=None, help=help_text)
+    ev.add_argument("--quiet", type=bool, default=False, help="no progress bars")
+    sub.add_subcommand("evaluate", ev, help="significance, error analysis, forgetting check, HTML report of a run")
+
+    sc = ArgumentParser(description="Keep another checkpoint in runs/NAME/model (e.g. the one with the best "
+                        "in-domain / general-domain trade-off in report.html), then re-evaluate the run with it.")
+    sc.add_argument("--run", type=str, required=True, help="run folder, e.g. runs/demo")
+    sc.add_argument("--checkpoint", type=Optional[str], default=None, help="checkpoint name, e.g. checkpoint-40")
+    sc.add_argument("--epoch", type=Optional[float], default=None, help="or the epoch of the checkpoint, e.g. 2")
+    sc.add_argument("--quiet", type=bool, default=False, help="no progress bars")
+    sub.add_subcommand("select-checkpoint", sc, help="keep a chosen checkpoint in model/ and re-evaluate")
+
+    bt = ArgumentParser(description="Back-translation: turn monolingual target-language text into synthetic "
+                        "(source, target) pairs with a model of the reverse direction (target -> source); "
+                        "synthetic sources are tagged; optionally mix them into a training corpus at a ratio.")
+    bt.add_argument("--model", type=str, required=True, help="reverse-direction model folder (tgt_lang -> src_lang)")
+    bt.add_argument("--src_lang", type=str, required=True, help="source language of the pair you fine-tune (eng_Latn)")
+    bt.add_argument("--tgt_lang", type=str, required=True, help="target language: the monolingual text's (gle_Latn)")
+    bt.add_argument("--input", type=str, required=True, help="monolingual target-language text, one sentence a line")
+    bt.add_argument("--output", type=str, required=True, help="synthetic pairs TSV to write")
+    bt.add_argument("--tag", type=str, default="<BT>", help="marker before each synthetic source ('' for none)")
+    bt.add_argument("--num_beams", type=int, default=4, help="beam size")
+    bt.add_argument("--max_new_tokens", type=int, default=256, help="longest translation in tokens")
+    bt.add_argument("--batch_size", type=int, default=32, help="segments per batch")
+    bt.add_argument("--mix_with", type=Optional[str], default=None,
+                    help="real training corpus (any data.train form) to mix the synthetic pairs into")
+    bt.add_argument("--ratio", type=float, default=1.0, help="synthetic pairs per real pair in the mix")
+    bt.add_argument("--mixed_output", type=Optional[str], default=None, help="mixed corpus TSV to write")
+    bt.add_argument("--seed", type=int, default=13, help="seed of the synthetic subset and the shuffle")
+    sub.add_subcommand("back-translate", bt, help="synthetic pairs from monolingual text, tagged, mixable")
+
+
+def _evaluate(ns) -> int:
+    overrides = {k: ns.eval[k] for k in _EVAL_OVERRIDES if ns.eval[k] is not None} if ns.get("eval") else {}
+    m = evaluate_run(ns.run, overrides, progress=not ns.quiet and sys.stderr.isatty())
+    print(f"{ns.run}/report.html\n{verdict(m)}")
+    return 0
+
+
+def _select(ns) -> int:
+    m = select_checkpoint(ns.run, ns.checkpoint, ns.epoch, progress=not ns.quiet and sys.stderr.isatty())
+    print(f"{ns.run}/model now holds {m['selected_checkpoint']['checkpoint']}\n{verdict(m)}")
+    return 0
+
+
+def _back_translate(ns) -> int:
+    if bool(ns.mix_with) != bool(ns.mixed_output):
+        print("adaptmllm: error: --mix_with and --mixed_output go together", file=sys.stderr)
+        return 2
+    targets = read_monolingual(ns.input)
+    sources = back_translate(targets, ns.model, ns.src_lang, ns.tgt_lang, tag=ns.tag, num_beams=ns.num_beams,
+                             max_new_tokens=ns.max_new_tokens, batch_size=ns.batch_size,
+                             progress=sys.stderr.isatty())
+    print(write_pairs_tsv(ns.output, ns.src_lang, ns.tgt_lang, sources, targets, True))
+    if ns.mix_with:
+        real = load_pairs(ns.mix_with, DataConfig(src_lang=ns.src_lang, tgt_lang=ns.tgt_lang))
+        src, tgt, syn, stats = mix_pairs(real.src, real.tgt, sources, targets, ns.ratio, ns.seed)
+        print(write_pairs_tsv(ns.mixed_output, ns.src_lang, ns.tgt_lang, src, tgt, syn))
+        print(f"mixed: {stats['real']} real + {stats['synthetic']} synthetic pairs (ratio {stats['ratio']:.2f}); "
+              "train on it with data.dev and data.test given, so that no synthetic pair is split off into them")
+    return 0
+
+
+def run_eval_command(ns) -> int:
+    """Run the subcommand ``ns.command`` (one of :data:`EVAL_COMMANDS`); returns the exit status
+    (2 with a one-line message on bad input)."""
+    try:
+        if ns.command == "evaluate":
+            return _evaluate(ns.evaluate)
+        if ns.command == "select-checkpoint":
+            return _select(ns["select-checkpoint"])
+        return _back_translate(ns["back-translate"])
+    except (ConfigError, DataError, EvaluationError, LanguageError, MetricUnavailable, ModelError, ValueError) as e:
+        print(f"adaptmllm: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,40 +10,26 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import unicodedata
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
-__all__ = [
-    "MODEL_FAMILIES", "PRETRAINED_PRESET", "PRETRAINED_MAX_LR", "model_family", "model_preset", "check_model_name",
-    "learning_rate_warning",
-    "ConfigError",
-    "DataConfig",
-    "direction_name",
-    "TinyModelConfig",
-    "ModelConfig",
-    "LoraConfig",
-    "FreezeConfig",
-    "TrainConfig",
-    "DeepSpeedConfig",
-    "EvalConfig",
-    "GreenConfig",
-    "ServeConfig",
-    "SearchSpaceConfig",
-    "HPOConfig",
-    "check_search_dim",
-    "check_run_name",
-    "check_storage_url",
-    "mask_storage_url",
-    "Config",
-    "load_config",
-    "save_config",
-    "config_from_dict",
-    "config_to_dict",
-]
+from adaptmllm.io import atomic_write_text
+from adaptmllm.languages import LANGUAGES, LanguageError, check_code
+
+__all__ = ["MODEL_FAMILIES", "PRETRAINED_PRESET", "PRETRAINED_MAX_LR", "model_family", "model_preset",
+    "check_model_name", "learning_rate_warning", "ConfigError", "DataConfig", "direction_name", "TinyModelConfig",
+    "ModelConfig", "LoraConfig", "FreezeConfig", "TrainConfig", "DeepSpeedConfig", "EvalConfig", "GreenConfig",
+    "ServeConfig", "SearchSpaceConfig", "HPOConfig", "check_search_dim", "check_run_name", "check_storage_url",
+    "mask_storage_url", "Config", "load_config", "save_config", "config_from_dict", "config_to_dict", "MQM_PRESETS",
+    "mqm_weights"]
+
+__version__ = "0.1.0"
+"""The adaptmllm version (reports, model cards, the notebook's environment line)."""
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 METRICS = ("chrf", "bleu", "ter")
@@ -77,8 +63,6 @@ def _new_languages(entries: Any) -> list[dict]:
     """``data.new_languages`` as a list of ``{code, init_from}``; raises ConfigError naming the entry."""
     import re
 
-    from .languages import LANGUAGES
-
     _check(isinstance(entries, list), "data.new_languages", "must be a list of mappings {code, init_from}")
     out, seen = [], set()
     for i, e in enumerate(entries):
@@ -108,8 +92,6 @@ def _direction(entry: Any, name: str, data: "DataConfig", added: set, need_train
     A string ``a->b`` takes data.train/dev/test; when it is data's pair reversed, the suffix and
     column settings are swapped so the same corpus is read the other way round.
     """
-    from .languages import LANGUAGES
-
     if isinstance(entry, str):
         parts = [p.strip() for p in entry.split("->")]
         _check(len(parts) == 2 and all(parts), name, f"{entry!r} is not a direction; write it as eng_Latn->gle_Latn")
@@ -136,8 +118,6 @@ def _direction(entry: Any, name: str, data: "DataConfig", added: set, need_train
         if code in added:
             continue
         if not isinstance(code, str) or code not in LANGUAGES:
-            from .languages import LanguageError, check_code
-
             try:
                 check_code(code, f"{name}.{side}")
             except LanguageError as e:
@@ -227,8 +207,6 @@ class DataConfig:
     """Replay pairs drawn (with replacement where needed) per in-domain training pair, when replay is given."""
 
     def __post_init__(self) -> None:
-        from .languages import check_code  # light module
-
         self.new_languages = _new_languages(self.new_languages)
         added = {n["code"] for n in self.new_languages}
         if self.src_lang not in added:
@@ -384,11 +362,11 @@ class ModelConfig:
         _check(self.max_source_length > 0, "model.max_source_length", "must be > 0")
         _check(self.max_target_length > 0, "model.max_target_length", "must be > 0")
         if isinstance(self.tiny, dict):
-            self.tiny = _build(TinyModelConfig, self.tiny, "model.tiny")
+            self.tiny = build_section(TinyModelConfig, self.tiny, "model.tiny")
         if isinstance(self.lora, dict):
-            self.lora = _build(LoraConfig, self.lora, "model.lora")
+            self.lora = build_section(LoraConfig, self.lora, "model.lora")
         if isinstance(self.freeze, dict):
-            self.freeze = _build(FreezeConfig, self.freeze, "model.freeze")
+            self.freeze = build_section(FreezeConfig, self.freeze, "model.freeze")
         _check(not (self.lora.enabled and self.freeze.active), "model.freeze",
                "has no effect with model.lora.enabled (LoRA already freezes the whole base model); leave it off")
 
@@ -401,7 +379,7 @@ LR_SCHEDULERS = ("linear", "inverse_sqrt", "cosine", "constant")
 @dataclass
 class DeepSpeedConfig:
     """DeepSpeed ZeRO for full fine-tuning of large models (NLLB-200 1.3B/3.3B) on one or several GPUs.
-    By default a memory planner picks the fastest plan that fits (see :mod:`adaptmllm.deepspeed`)."""
+    By default a memory planner picks the fastest plan that fits (see :mod:`adaptmllm.training.deepspeed`)."""
 
     stage: Union[str, int] = "auto"
     """ZeRO stage: auto (the planner decides from the model size and GPU memory; no DeepSpeed when plain
@@ -512,7 +490,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.deepspeed, dict):
-            self.deepspeed = _build(DeepSpeedConfig, self.deepspeed, "train.deepspeed")
+            self.deepspeed = build_section(DeepSpeedConfig, self.deepspeed, "train.deepspeed")
         if self.select_direction is not None and not str(self.select_direction).strip():
             self.select_direction = None
         _check(self.select_direction is None or "->" in str(self.select_direction), "train.select_direction",
@@ -743,7 +721,6 @@ class ServeConfig:
 
     def mqm_weights(self) -> dict:
         """Severity -> points: the preset's weights with this config's overrides."""
-        from .humaneval import mqm_weights
 
         return mqm_weights(self.mqm_preset, {"minor": self.mqm_minor, "major": self.mqm_major,
                                              "non-translation": self.mqm_non_translation})
@@ -940,7 +917,7 @@ class HPOConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.space, dict):
-            self.space = _build(SearchSpaceConfig, self.space, "hpo.space")
+            self.space = build_section(SearchSpaceConfig, self.space, "hpo.space")
         _check(isinstance(self.n_trials, int) and self.n_trials >= 1, "hpo.n_trials", "must be >= 1")
         _check(self.timeout is None or self.timeout > 0, "hpo.timeout", "must be > 0 seconds (or empty: no limit)")
         _check(self.sampler in HPO_SAMPLERS, "hpo.sampler", f"{self.sampler!r} is not one of {HPO_SAMPLERS}")
@@ -998,7 +975,7 @@ class Config:
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, dict) and isinstance(f.default_factory, type):
-                setattr(self, f.name, _build(f.default_factory, v, f.name))
+                setattr(self, f.name, build_section(f.default_factory, v, f.name))
 
     @property
     def run_dir(self) -> Path:
@@ -1006,7 +983,7 @@ class Config:
         return Path(self.runs_dir) / self.name
 
 
-def _build(cls: type, data: dict, prefix: str) -> Any:
+def build_section(cls: type, data: dict, prefix: str) -> Any:
     """Build dataclass ``cls`` from a dict, recursing into nested dataclasses; unknown keys are errors."""
     if data is None:
         return cls()
@@ -1024,7 +1001,7 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
         f = known[key]
         sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
         if sub is not None and is_dataclass(sub) and isinstance(value, dict):
-            value = _build(sub, value, name)
+            value = build_section(sub, value, name)
         kwargs[key] = value
     try:
         return cls(**kwargs)
@@ -1176,7 +1153,7 @@ def config_from_dict(data: dict) -> Config:
     Raises:
         ConfigError: an unknown field (with the closest known names) or an invalid value.
     """
-    return _build(Config, data or {}, "")
+    return build_section(Config, data or {}, "")
 
 
 def config_to_dict(config: Any) -> dict:
@@ -1295,8 +1272,6 @@ def save_config(config: Config, path: str | os.PathLike) -> Path:
     """
     import yaml
 
-    from .io import atomic_write_text
-
     if config.hpo.storage:
         check_storage_url(config.hpo.storage)  # never written with a password
 
@@ -1389,3 +1364,35 @@ def learning_rate_warning(name: str, learning_rate: float) -> Optional[str]:
         return (f"{learning_rate:g} is high for a pretrained model: above {PRETRAINED_MAX_LR:g} fine-tuning tends to "
                 f"erase what it knows (adaptMLLM used 2e-5); try 1e-5 to 1e-4")
     return None
+
+
+MQM_PRESETS: dict[str, dict[str, float]] = {
+    "mqm": {"minor": 1.0, "major": 5.0, "non-translation": 25.0},
+    "adaptmllm": {"minor": 1.0, "major": 10.0, "non-translation": 25.0},
+}
+"""Severity weights (points per error). ``mqm``: Freitag et al. (2021); ``adaptmllm``: minor 1 and
+major 10 as in adaptMLLM (Lankford et al. 2023), which has no non-translation level: it keeps 25."""
+
+
+def mqm_weights(preset: str = "mqm", overrides: Optional[Mapping[str, Optional[float]]] = None) -> dict[str, float]:
+    """Severity weights (points per error) of an MQM preset, with optional per-severity overrides.
+
+    Args:
+        preset: ``mqm`` (minor 1, major 5, non-translation 25) or ``adaptmllm`` (minor 1, major 10,
+            non-translation 25).
+        overrides: ``{severity: weight}``; ``None`` values keep the preset's weight.
+    Raises:
+        ConfigError: an unknown preset or severity, or a negative weight.
+    """
+    if preset not in MQM_PRESETS:
+        raise ConfigError(f"unknown MQM preset {preset!r}; use one of {', '.join(MQM_PRESETS)}")
+    weights = dict(MQM_PRESETS[preset])
+    for sev, w in (overrides or {}).items():
+        if w is None:
+            continue
+        if sev not in weights:
+            raise ConfigError(f"unknown MQM severity {sev!r}; use one of {', '.join(MQM_PRESETS['mqm'])}")
+        if not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0):
+            raise ConfigError(f"MQM weight of {sev!r} must be a number >= 0, got {w!r}")
+        weights[sev] = float(w)
+    return weights

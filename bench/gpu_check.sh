@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared GPU check (about 10 minutes on one H100/H200): training and translation throughput of
-# NLLB-200 architectures (random initialisation from adaptmllm.deepspeed.nllb_config; nothing downloaded),
+# NLLB-200 architectures (random initialisation from adaptmllm.training.memory_plan.nllb_config; nothing downloaded),
 # written beside the planner's estimates.
 #
 #   bash bench/gpu_check.sh            # on the GPU: bench/results/train-<gpu>-<date>.json, translate-<gpu>-<date>.json
@@ -58,7 +58,7 @@ else
   "$PY" - "$WORK/adaptmllm-demo-corpus" <<'PY'
 import sys
 from pathlib import Path
-from adaptmllm.demo import demo_splits
+from adaptmllm.data.demo import demo_splits
 out = Path(sys.argv[1])
 s = demo_splits("eng_Latn", "qaa_Latn", 2000, 0)
 (out / "train.en").write_text("\n".join(s["train"][0]) + "\n")

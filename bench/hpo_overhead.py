@@ -3,7 +3,7 @@
     .venv/bin/python bench/hpo_overhead.py                # 5 trials on the demo data, CPU
     .venv/bin/python bench/hpo_overhead.py --trials 5 --pairs 1500 --epochs 3 --threads 1
 
-Runs a 5-trial Optuna study (:func:`adaptmllm.hpo.run_study`) on the embedded demo with energy
+Runs a 5-trial Optuna study (:func:`adaptmllm.runs.hpo.search.run_study`) on the embedded demo with energy
 tracking, SQLite storage, plots and the final test scoring, as ``adaptmllm hpo`` does. Every
 trial has the same shapes (batch size and epochs fixed; learning rate, weight decay, warm-up and
 label smoothing searched; no pruner), so their memory can be compared.
@@ -92,7 +92,8 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     from adaptmllm.config import config_from_dict
-    from adaptmllm.hpo import load_study_config, run_study
+    from adaptmllm.runs.hpo.study import load_study_config
+    from adaptmllm.runs.hpo.search import run_study
     import optuna
 
     info = machine()

@@ -35,8 +35,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / f"notebook-demo-{time.strftime('%Y-%m-%d')}.json"))
     args = parser.parse_args()
-    from adaptmllm.notebook import start_config
-    from adaptmllm.pipeline import run
+    from adaptmllm.apps.notebook.forms import start_config
+    from adaptmllm.runs.pipeline import run
 
     nb = nbformat.read(str(REPO / "notebooks" / "adaptmllm.ipynb"), as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
@@ -49,7 +49,7 @@ def main() -> None:
         result = run(config, progress=False)
         total = time.perf_counter() - t0
         metrics = result.metrics
-    out = {"what": "the notebook's tiny demo (parameters cell as committed), adaptmllm.pipeline.run",
+    out = {"what": "the notebook's tiny demo (parameters cell as committed), adaptmllm.runs.pipeline.run",
            "date": time.strftime("%Y-%m-%d"), "train_seconds": metrics["train"]["train_runtime_s"],
            "total_seconds": round(total, 1), "machine": before,
            "load_average_1min_after": round(os.getloadavg()[0], 2),

@@ -10,7 +10,7 @@
 
 Variants (each in its own process, one CPU thread, so that two run side by side on 2 cores):
 
-- ``preset``: adaptmllm's own path (``adaptmllm.train.fine_tune``) with the training settings of a
+- ``preset``: adaptmllm's own path (``adaptmllm.training.train.fine_tune``) with the training settings of a
   preset (``--config``, default the committed ``configs/loresmt2021-en-ga-cpu.yaml`` of the git
   revision ``--config-rev``, or a file), its schedule sized by its own epochs, stopped after ``--steps``.
 - ``plain``: transformers' ``Seq2SeqTrainer`` as a user would write it: learning rate 5e-4,
@@ -55,7 +55,7 @@ PLAIN = dict(learning_rate=5e-4, lr_scheduler_type="inverse_sqrt", warmup_steps=
 
 def _data():
     from adaptmllm.config import DataConfig
-    from adaptmllm.data import prepare_data
+    from adaptmllm.data.pairs import prepare_data
 
     d = DataConfig(src_lang="eng_Latn", tgt_lang="gle_Latn", train=str(DATA / "train"), dev=str(DATA / "dev"),
                    test=str(DATA / "test.en2ga"), src_suffix="en", tgt_suffix="ga", max_length_ratio=3.0)
@@ -65,7 +65,7 @@ def _data():
 def _tokenizer(folder: Path, prepared, vocab: int):
     from transformers import AutoTokenizer
 
-    from adaptmllm.model import build_tokenizer
+    from adaptmllm.modeling.model import build_tokenizer
 
     if not (folder / "tokenizer.json").is_file():
         tok = build_tokenizer(folder, prepared.train.src + prepared.train.tgt, vocab, "eng_Latn", "gle_Latn", seed=42)
@@ -125,7 +125,7 @@ def _probe(dev_batches, every: int, steps: int, record: list):
 
 
 def _dev_batches(tokenizer, prepared, collate, n: int = 200, bs: int = 50):
-    from adaptmllm.train import tokenize_pairs
+    from adaptmllm.training.train import tokenize_pairs
 
     ds = tokenize_pairs(tokenizer, prepared.dev.src[:n], prepared.dev.tgt[:n], 128, 128)
     rows = [ds[i] for i in range(len(ds))]
@@ -141,8 +141,8 @@ def run_variant(args) -> dict:
     from transformers.models.m2m_100.modeling_m2m_100 import shift_tokens_right
 
     from adaptmllm.config import TinyModelConfig, TrainConfig
-    from adaptmllm.model import build_tiny_model
-    from adaptmllm.train import fine_tune, make_collator, tokenize_pairs
+    from adaptmllm.modeling.model import build_tiny_model
+    from adaptmllm.training.train import fine_tune, make_collator, tokenize_pairs
 
     prepared = _data()
     tok = _tokenizer(Path(args.vocab_dir), prepared, args.vocab)
@@ -153,9 +153,9 @@ def run_variant(args) -> dict:
     hp: dict
     if args.variant in ("preset", "ours-plain-hp"):
         if args.batch_order == "sorted":
-            import adaptmllm.resilience
+            import adaptmllm.training.resilience
 
-            adaptmllm.resilience.shuffle_batches = lambda indices, batch_size, generator: indices
+            adaptmllm.training.resilience.shuffle_batches = lambda indices, batch_size, generator: indices
         tc = cfg.train
         if args.variant == "ours-plain-hp":
             tiny = TinyModelConfig(**{**tiny.__dict__, "dropout": PLAIN["dropout"]})

@@ -5,7 +5,7 @@ full fine-tuning (memory plan + batching), LoRA and QLoRA.
     .venv/bin/python bench/train_throughput.py --model 600M --batch 2 --max-len 32 --steps 3 --warmup 1 \\
         --variants a,b,b-zero2,c,d                                               # a short CPU proof run
 
-The weights are a random initialisation of the real NLLB-200 configuration (``adaptmllm.deepspeed.
+The weights are a random initialisation of the real NLLB-200 configuration (``adaptmllm.training.memory_plan.
 nllb_config``: 3.3B = d_model 2048, 24+24 layers, 16 heads, FFN 8192, vocabulary 256,206); nothing is
 downloaded. Sentence lengths come from a real corpus (default: LoResMT 2021 English-Irish training set
 in ../shared/data), counted with a SentencePiece BPE trained on that corpus as a stand-in for NLLB's
@@ -16,7 +16,7 @@ Variants (each in its own process, so one out-of-memory does not stop the others
 - ``a`` baseline, configured as transformers' ``run_translation.py`` would be: ``Seq2SeqTrainer``,
   fp32 weights with bf16 autocast (fp32 on CPU), random batches (no length grouping), plain AdamW
   (``optim="adamw_torch"``), no gradient checkpointing, no TF32, label smoothing 0.
-- ``b`` adaptmllm full fine-tuning: ``adaptmllm.train.training_args`` with the memory planner's plan
+- ``b`` adaptmllm full fine-tuning: ``adaptmllm.training.train.training_args`` with the memory planner's plan
   (``train.deepspeed.stage=auto``), length-grouped batches, fused AdamW, TF32, label smoothing 0.1.
   ``b-zero2`` / ``b-zero3`` force that ZeRO stage instead.
 - ``c`` adaptmllm LoRA (r 16 on q/k/v/out_proj, fc1, fc2; a bf16 base on a GPU), planned for a 16 GB GPU
@@ -133,7 +133,7 @@ def corpus_lengths(prefix: Path, src_suffix: str, tgt_suffix: str, max_len: int,
     """
     import random
 
-    from adaptmllm.model import build_tokenizer
+    from adaptmllm.modeling.model import build_tokenizer
 
     src_lines = (prefix.parent / f"{prefix.name}.{src_suffix}").read_text(encoding="utf-8").splitlines()
     tgt_lines = (prefix.parent / f"{prefix.name}.{tgt_suffix}").read_text(encoding="utf-8").splitlines()
@@ -214,7 +214,7 @@ CPU can check the whole benchmark (``bench/gpu_check.sh --tiny``) in minutes; it
 
 def arch_config(arch: str):
     """The ``M2M100Config`` of ``--model``: an NLLB-200 architecture (600M, 1.3B, 3.3B) or ``tiny-arch``."""
-    from adaptmllm.deepspeed import nllb_config
+    from adaptmllm.training.memory_plan import nllb_config
 
     return nllb_config("600M", **TINY_ARCH) if arch == "tiny-arch" else nllb_config(arch)
 
@@ -240,10 +240,12 @@ def run_variant(variant: str, ns: argparse.Namespace) -> dict:
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
     from adaptmllm.config import DeepSpeedConfig, LoraConfig, TrainConfig
-    from adaptmllm.deepspeed import (ModelSize, apply_plan_to_model, ensure_distributed_env, plan_memory,
-                                     plan_training, trainer_class)
-    from adaptmllm.lora import lora_model, model_load_kwargs
-    from adaptmllm.train import resolve_precision, training_args
+    from adaptmllm.training.memory_plan import ModelSize, plan_memory, plan_training
+    from adaptmllm.training.deepspeed import apply_plan_to_model, trainer_class
+    from adaptmllm.hardware import ensure_distributed_env
+    from adaptmllm.modeling.lora import lora_model, model_load_kwargs
+    from adaptmllm.hardware import resolve_precision
+    from adaptmllm.training.train import training_args
 
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda") if cuda else torch.device("cpu")

@@ -1,5 +1,5 @@
 """Translation throughput: naive transformers (one segment at a time, as the seed tutorials do) against
-adaptmllm's batched :func:`adaptmllm.translate.translate_texts` and CTranslate2 exports (float32, int8).
+adaptmllm's batched :func:`adaptmllm.inference.translate.translate_texts` and CTranslate2 exports (float32, int8).
 
     nice -n 10 .venv/bin/python bench/translate_throughput.py                       # CPU: tiny + 600M
     .venv/bin/python bench/translate_throughput.py --models 3.3B --engines naive,batched,ct2-float16 \\
@@ -10,12 +10,12 @@ Engines (the same sentences, the same beam size, the same maximum output length)
 - ``naive``: ``model.generate`` per sentence (batch 1), ``forced_bos_token_id``, nothing else.
 - ``batched``: ``translate_texts`` (length-sorted, token-budget batches of ``--max-batch-tokens``,
   ``torch.inference_mode``, bf16 autocast on a GPU; sentence splitting off: the test set is sentences).
-- ``ct2-<type>``: the model exported with ``adaptmllm.ct2.export_ctranslate2`` at that quantization,
+- ``ct2-<type>``: the model exported with ``adaptmllm.inference.ct2.export_ctranslate2`` at that quantization,
   through the same ``translate_texts`` (same batches).
 
 Models: ``tiny`` (the shipped demo base, assets/demo-base, translating into the demo language
 qaa_Latn) and random initialisations of the real NLLB-200 configurations (``600M``, ``3.3B``, from
-``adaptmllm.deepspeed.nllb_config``; vocabulary 256,206; nothing downloaded) with the demo tokenizer
+``adaptmllm.training.memory_plan.nllb_config``; vocabulary 256,206; nothing downloaded) with the demo tokenizer
 for source pieces. Every engine makes a random model write exactly ``--max-new-large`` tokens
 (transformers ``min_new_tokens``, CTranslate2 ``min_decoding_length``), so all do the same work.
 
@@ -68,7 +68,7 @@ def load_model(name: str, workdir: Path):
     """``(model, tokenizer, folder)``: the demo base, or a random-init NLLB-200 architecture saved to ``workdir``."""
     import torch
 
-    from adaptmllm.model import load_pretrained
+    from adaptmllm.modeling.model import load_pretrained
 
     base = ROOT / "assets" / "demo-base"
     model, tok = load_pretrained(str(base), SRC, TGT, local_files_only=True)
@@ -114,7 +114,7 @@ class _FixedLength:
 
 
 def run_one(engine, model, tok, texts, beam, max_new, max_batch_tokens):
-    from adaptmllm.translate import translate_texts
+    from adaptmllm.inference.translate import translate_texts
 
     if engine == "naive":
         return naive(model, tok, texts, beam, max_new)
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
             for engine in args.engines.split(","):
                 m = model
                 if engine.startswith("ct2-"):
-                    from adaptmllm.ct2 import export_ctranslate2, load_ct2
+                    from adaptmllm.inference.ct2 import export_ctranslate2, load_ct2
 
                     q = engine[4:]
                     t0 = time.perf_counter()

@@ -9,7 +9,7 @@ renderer ``@jupyter-widgets/html-manager`` and ``requirejs`` are fetched once wi
 runs the notebook's tiny demo with its default parameters (no playground).
 
 The pictures show exactly what a user sees, stderr included (the notebook itself hides the known
-harmless warnings: adaptmllm.notebook.quiet_notebook); only the icon glyphs (a CDN font) are hidden,
+harmless warnings: adaptmllm.apps.notebook.setup.quiet_notebook); only the icon glyphs (a CDN font) are hidden,
 and the form is shown with one deliberately invalid value, to show the message beside its field.
 """
 
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     """Execute the notebook, render the form and the results to HTML, and screenshot them into ``--out``."""
     import nbformat
 
-    from adaptmllm.notebook import run_notebook
+    from adaptmllm.apps.notebook.results import run_notebook
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(REPO / "assets"), help="folder for the PNGs")

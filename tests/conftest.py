@@ -82,7 +82,7 @@ def tiny_cfg(tmp_path):
 def tiny_run(tmp_path_factory):
     """One real end-to-end run of the pipeline on the small demo (shared by the tests that read it)."""
     from adaptmllm.config import config_from_dict
-    from adaptmllm.pipeline import run
+    from adaptmllm.runs.pipeline import run
 
     runs = tmp_path_factory.mktemp("runs")
     return run(config_from_dict(tiny_dict(runs, "session")), progress=False)

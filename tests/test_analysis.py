@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sacrebleu.metrics import CHRF
 
-from adaptmllm.analysis import error_analysis, failure_kind, length_unit, write_segments_tsv
+from adaptmllm.metrics.analysis import error_analysis, failure_kind, length_unit, write_segments_tsv
 
 
 @pytest.mark.parametrize("hyp, src, ref, kind", [

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from adaptmllm.backtranslate import back_translate, mix_pairs, read_monolingual, write_pairs_tsv
+from adaptmllm.runs.backtranslate import back_translate, mix_pairs, read_monolingual, write_pairs_tsv
 from adaptmllm.config import DataConfig
-from adaptmllm.data import DataError, load_pairs
+from adaptmllm.data.pairs import DataError, load_pairs
 
 REAL_SRC = [f"real source {i}" for i in range(10)]
 REAL_TGT = [f"real target {i}" for i in range(10)]
@@ -56,7 +56,7 @@ def test_back_translate_with_a_model_and_cli(tiny_run, tmp_path, capsys):
     """The tiny run's model stands in for a reverse-direction model (qaa_Latn -> eng_Latn here)."""
     from adaptmllm.cli import main
 
-    from adaptmllm.model import load_pretrained
+    from adaptmllm.modeling.model import load_pretrained
 
     mono = ["El loni tarizu el roen.", "Fu bona naur el keasbu."]
     out = back_translate(mono, tiny_run.model_dir, "eng_Latn", "qaa_Latn", num_beams=1, max_new_tokens=16)

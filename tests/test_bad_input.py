@@ -34,7 +34,7 @@ def _cfg(**kw):
 
 
 def _load(spec: str, **kw):
-    from adaptmllm.data import load_pairs
+    from adaptmllm.data.pairs import load_pairs
 
     return load_pairs(spec, _cfg(**kw))
 
@@ -110,13 +110,13 @@ def case_same_language():
 
 
 def _demo_tokenizer():
-    from adaptmllm.model import load_pretrained
+    from adaptmllm.modeling.model import load_pretrained
 
     return load_pretrained(str(REPO / "assets" / "demo-base"), "eng_Latn", "qaa_Latn", local_files_only=True)
 
 
 def _prepared(src_long: bool):
-    from adaptmllm.data import Pairs, PreparedData
+    from adaptmllm.data.pairs import Pairs, PreparedData
 
     long_ = " ".join(["the nurse treats the patient"] * 40)
     train = Pairs(["the nurse"] * 3 + ([long_] if src_long else []), ["a"] * (4 if src_long else 3))
@@ -124,7 +124,7 @@ def _prepared(src_long: bool):
 
 
 def case_too_long_reject():
-    from adaptmllm.data import check_lengths
+    from adaptmllm.data.pairs import check_lengths
 
     model, tok = _demo_tokenizer()
     check_lengths(tok, _prepared(True), _cfg(tgt_lang="qaa_Latn", too_long="reject"), 128, 128,
@@ -132,7 +132,7 @@ def case_too_long_reject():
 
 
 def case_too_long_truncate():
-    from adaptmllm.data import check_lengths
+    from adaptmllm.data.pairs import check_lengths
 
     _, tok = _demo_tokenizer()
     prepared = _prepared(True)
@@ -155,7 +155,7 @@ def _fake_checkpoint(folder: str, weights_ok: bool = True, state: bool = True) -
 
 
 def case_corrupt_checkpoint():
-    from adaptmllm.train import last_checkpoint
+    from adaptmllm.training.train import last_checkpoint
 
     _fake_checkpoint("runs/x/checkpoints/checkpoint-10")
     _fake_checkpoint("runs/x/checkpoints/checkpoint-20", weights_ok=False)
@@ -163,7 +163,7 @@ def case_corrupt_checkpoint():
 
 
 def case_half_written_checkpoint():
-    from adaptmllm.train import last_checkpoint
+    from adaptmllm.training.train import last_checkpoint
 
     _fake_checkpoint("runs/x/checkpoints/checkpoint-10")
     _fake_checkpoint("runs/x/checkpoints/checkpoint-20", state=False)  # killed while saving
@@ -172,7 +172,7 @@ def case_half_written_checkpoint():
 
 def case_folder_holds_run():
     from adaptmllm.config import Config
-    from adaptmllm.pipeline import prepare_run_dir
+    from adaptmllm.runs.run_folder import prepare_run_dir
 
     prepare_run_dir(Config(name="x", runs_dir="runs"))
     prepare_run_dir(Config(name="x", runs_dir="runs"))
@@ -180,7 +180,7 @@ def case_folder_holds_run():
 
 def case_resume_other_config():
     from adaptmllm.config import config_from_dict
-    from adaptmllm.pipeline import prepare_run_dir
+    from adaptmllm.runs.run_folder import prepare_run_dir
 
     prepare_run_dir(config_from_dict({"name": "x", "runs_dir": "runs"}))
     prepare_run_dir(config_from_dict({"name": "x", "runs_dir": "runs", "train": {"resume": True, "seed": 7}}))
@@ -191,7 +191,7 @@ def case_disk_full():
     here a stand-in Trainer whose save writes half a checkpoint, then finds the disk full."""
     from types import SimpleNamespace
 
-    from adaptmllm.resilience import resilient_trainer_class
+    from adaptmllm.training.resilience import resilient_trainer_class
 
     _fake_checkpoint("runs/x/checkpoints/checkpoint-10")
 
@@ -218,15 +218,15 @@ def case_out_of_memory():
     training run through a stand-in for the allocator, and checks --train.auto_batch's retries)."""
     import torch
 
-    from adaptmllm import resilience
+    from adaptmllm.training import resilience
     from adaptmllm.config import TrainConfig
 
     e = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-    real, resilience._gpu_line = resilience._gpu_line, lambda: "NVIDIA T4, 15 GiB"  # the same text on any machine
+    real, resilience.gpu_line = resilience.gpu_line, lambda: "NVIDIA T4, 15 GiB"  # the same text on any machine
     try:
         raise resilience.TrainingOutOfMemoryError(resilience.oom_plan(e, TrainConfig(per_device_train_batch_size=32)))
     finally:
-        resilience._gpu_line = real
+        resilience.gpu_line = real
 
 
 def case_token_in_config():
@@ -319,7 +319,7 @@ def case_flag_unknown():
 
 
 def case_all_identical():
-    from adaptmllm.data import prepare_data
+    from adaptmllm.data.pairs import prepare_data
 
     _write("c.en", "\n".join(_SRC) + "\n")
     _write("c.ga", "\n".join(_SRC) + "\n")  # the source file twice
@@ -333,7 +333,7 @@ def case_stdin_not_utf8():
 
 def case_overwrite_other_folder():
     from adaptmllm.config import Config
-    from adaptmllm.pipeline import prepare_run_dir
+    from adaptmllm.runs.run_folder import prepare_run_dir
 
     _write("runs/x/thesis.tex", "\\chapter{One}\n")
     try:
@@ -344,7 +344,7 @@ def case_overwrite_other_folder():
 
 def case_hpo_overwrite_other_folder():
     from adaptmllm.config import config_from_dict
-    from adaptmllm.hpo import run_study
+    from adaptmllm.runs.hpo.search import run_study
 
     _write("runs/x/thesis.tex", "\\chapter{One}\n")
     try:
@@ -357,7 +357,7 @@ def case_hpo_overwrite_other_folder():
 def case_overwrite_old_run():
     """A run folder made before the marker file existed (config.yaml and run.log) is still replaced."""
     from adaptmllm.config import Config, save_config
-    from adaptmllm.pipeline import prepare_run_dir
+    from adaptmllm.runs.run_folder import prepare_run_dir
 
     save_config(Config(name="x", runs_dir="runs"), "runs/x/config.yaml")
     _write("runs/x/run.log", "old run\n")

@@ -37,7 +37,7 @@ except ImportError:
 
 @pytest.fixture(scope="module")
 def server(tiny_run, tmp_path_factory):
-    from adaptmllm.playground import serve
+    from adaptmllm.apps.playground.app import serve
 
     db = tmp_path_factory.mktemp("browser") / "human_eval.sqlite"
     srv = serve(tiny_run.model_dir, tiny_run.model_dir, run_dir=tiny_run.run_dir, db=db,

@@ -36,7 +36,7 @@ from adaptmllm.config import (  # noqa: E402
     check_model_name,
     config_from_dict,
 )
-from adaptmllm.notebook import ConfigForm, start_config  # noqa: E402
+from adaptmllm.apps.notebook.forms import ConfigForm, start_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
@@ -258,7 +258,7 @@ def test_form_state_is_saved_on_every_valid_change_and_restored(tmp_path):
 
 
 def test_dev_and_test_sizes_as_percentages(tmp_path):
-    from adaptmllm.data import prepare_data
+    from adaptmllm.data.pairs import prepare_data
 
     lines = [f"sentence number {i} here" for i in range(1000)]
     (tmp_path / "t.en").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -279,7 +279,8 @@ def no_deepspeed(monkeypatch):
 
 
 def test_without_deepspeed_the_planner_plans_without_it_or_names_the_install_command(no_deepspeed):
-    from adaptmllm.deepspeed import ModelSize, installed, nllb_config, plan_memory
+    from adaptmllm.training.memory_plan import ModelSize, nllb_config, plan_memory
+    from adaptmllm.hardware import installed
 
     assert not installed("deepspeed")
     ds = config_from_dict({"train": {"deepspeed": {"gpu_memory_gib": 40, "cpu_memory_gib": 83}}}).train.deepspeed
@@ -294,7 +295,7 @@ def test_without_deepspeed_the_planner_plans_without_it_or_names_the_install_com
 
 def test_with_deepspeed_the_same_3b_run_gets_a_zero_plan():
     pytest.importorskip("deepspeed")
-    from adaptmllm.deepspeed import ModelSize, nllb_config, plan_memory
+    from adaptmllm.training.memory_plan import ModelSize, nllb_config, plan_memory
 
     ds = config_from_dict({"train": {"deepspeed": {"gpu_memory_gib": 40, "cpu_memory_gib": 83}}}).train.deepspeed
     assert plan_memory(ModelSize.from_config(nllb_config("3.3B")), ds, 16, 128, 128, "bf16").uses_deepspeed
@@ -306,7 +307,7 @@ def test_with_deepspeed_the_same_3b_run_gets_a_zero_plan():
     ("deepspeed", {"train": {"deepspeed": {"stage": "2"}}}),
 ])
 def test_a_missing_optional_package_stops_with_its_pip_command(package, settings, monkeypatch):
-    from adaptmllm.deepspeed import check_installed
+    from adaptmllm.training.deepspeed import check_installed
 
     monkeypatch.setitem(sys.modules, package, None)
     with pytest.raises(ConfigError, match=rf"pip install {package}"):
@@ -314,7 +315,7 @@ def test_a_missing_optional_package_stops_with_its_pip_command(package, settings
 
 
 def test_show_plan_shows_the_plan_as_estimates_and_stops_with_one_sentence(no_deepspeed, capsys):
-    from adaptmllm.notebook import estimate_epoch_seconds, show_plan
+    from adaptmllm.apps.notebook.setup import estimate_epoch_seconds, show_plan
 
     info = show_plan(Config())  # the tiny demo on this CPU
     assert info["strategy"].startswith("no DeepSpeed") and info["gpu"] == "none (CPU)"
@@ -336,7 +337,7 @@ def test_harmless_warnings_are_hidden_but_logged_and_others_still_show(tmp_path)
     the log file that a run's run.log handler would be (a handler on the adaptmllm logger); others still show."""
     code = """if True:
         import logging, warnings, sys
-        from adaptmllm.notebook import quiet_notebook
+        from adaptmllm.apps.notebook.setup import quiet_notebook
         handler = logging.FileHandler(sys.argv[1])
         logging.getLogger("adaptmllm").addHandler(handler)
         logging.getLogger("adaptmllm").setLevel(logging.INFO)
@@ -361,11 +362,10 @@ def test_harmless_warnings_are_hidden_but_logged_and_others_still_show(tmp_path)
 def test_playground_in_colab_shows_the_public_link_and_login_never_localhost_serve_mocked(tmp_path, monkeypatch):
     """gradio's share link needs the internet, so serve() is replaced (mocked) here; what is tested is what
     the notebook shows: public link, how to log in, password from the Colab secret or generated."""
-    import adaptmllm.playground as pg
-    from adaptmllm import notebook
+    from adaptmllm.apps.notebook import results as notebook
 
     calls, shown = [], []
-    monkeypatch.setattr(pg, "serve", lambda model, baseline=None, **kw: calls.append(kw) or SimpleNamespace(
+    monkeypatch.setattr(notebook, "serve", lambda model, baseline=None, **kw: calls.append(kw) or SimpleNamespace(
         local_url="http://127.0.0.1:7860/", share_url="https://abc.gradio.live"))
     monkeypatch.setattr(notebook, "display", lambda obj: shown.append(obj))
     colab = types.ModuleType("google.colab")

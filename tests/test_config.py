@@ -57,12 +57,12 @@ def test_bad_yaml_names_file_and_line(tmp_path):
 
 
 def test_cli_flags_override_the_yaml(tmp_path):
-    from adaptmllm.cli import _config_from_namespace, build_parser
+    from adaptmllm.cli import config_from_namespace, build_parser
 
     preset = tmp_path / "p.yaml"
     preset.write_text("name: from-yaml\ntrain:\n  learning_rate: 0.001\n  num_train_epochs: 2\n")
     ns = build_parser().parse_args(["run", "--config", str(preset), "--train.learning_rate", "3e-4"])
-    cfg = _config_from_namespace(ns.run)
+    cfg = config_from_namespace(ns.run)
     assert (cfg.name, cfg.train.learning_rate, cfg.train.num_train_epochs) == ("from-yaml", 3e-4, 2)
     assert config_to_dict(cfg)["data"]["src_lang"] == "eng_Latn"
 
@@ -87,7 +87,7 @@ def test_field_docstrings_are_the_cli_help(capsys):
 def test_zero_stage_written_as_a_yaml_integer_parses_through_the_cli(tmp_path):
     """`stage: 3` (a YAML integer, as users write it) is accepted by the CLI like `stage: "3"`; it was refused
     with "Expected a str. Got value: 3"."""
-    from adaptmllm.cli import _config_from_namespace, build_parser
+    from adaptmllm.cli import build_parser, config_from_namespace
     from conftest import REPO
 
     text = (REPO / "configs" / "nllb-3.3b-zero3.yaml").read_text(encoding="utf-8")
@@ -95,5 +95,5 @@ def test_zero_stage_written_as_a_yaml_integer_parses_through_the_cli(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(text.replace('stage: "3"', "stage: 3"), encoding="utf-8")
     ns = build_parser().parse_args(["run", "--config", str(path)])
-    config = _config_from_namespace(ns.run)
+    config = config_from_namespace(ns.run)
     assert config.train.deepspeed.stage == "3"

@@ -1,4 +1,4 @@
-"""Tests of adaptmllm.data: loaders of every format, cleaning, splitting, preparation and saving."""
+"""Tests of adaptmllm.data.pairs: loaders of every format, cleaning, splitting, preparation and saving."""
 
 import csv
 import json
@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adaptmllm.config import DataConfig
-from adaptmllm.data import (CLEANING_RULES, CleaningReport, DataError, Pairs, PreparedData, clean, load_pairs,
-                            prepare_data, save_splits, split)
+from adaptmllm.data.pairs import (CLEANING_RULES, CleaningReport, DataError, Pairs, PreparedData, clean, load_pairs,
+                                  prepare_data, save_splits, split)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -397,7 +397,7 @@ def test_prepare_errors(tmp_path):
 
 
 def test_prepare_demo():
-    demo = pytest.importorskip("adaptmllm.demo")
+    demo = pytest.importorskip("adaptmllm.data.demo")
     assert hasattr(demo, "demo_splits")
     data = DataConfig(demo_train_pairs=200)
     prep = prepare_data(data)

@@ -13,8 +13,10 @@ import sys
 import pytest
 
 from adaptmllm.config import ConfigError, DeepSpeedConfig, TrainConfig, config_from_dict
-from adaptmllm.deepspeed import (ModelSize, ZeroPlan, activation_gib, apply_plan_to_model, candidate_plans,
-                                 deepspeed_config, ensure_distributed_env, nllb_architecture, nllb_config, plan_memory)
+from adaptmllm.training.memory_plan import (ModelSize, ZeroPlan, activation_gib, candidate_plans, deepspeed_config,
+                                            nllb_architecture, nllb_config, plan_memory)
+from adaptmllm.training.deepspeed import apply_plan_to_model
+from adaptmllm.hardware import ensure_distributed_env
 
 from conftest import REPO, free_port
 
@@ -144,7 +146,7 @@ def test_every_plan_validates_against_the_trainer_arguments(stage, offload_optim
     from deepspeed.runtime.config import DeepSpeedConfig as DSConfig
     from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 
-    from adaptmllm.train import training_args
+    from adaptmllm.training.train import training_args
 
     model = _small_model()
     tc = TrainConfig(per_device_train_batch_size=8, gradient_accumulation_steps=2, precision="fp32",
@@ -185,7 +187,7 @@ def test_layerdrop_is_turned_off_under_zero3_only(caplog):
     model = _small_model(encoder_layerdrop=0.1, decoder_layerdrop=0.05)
     apply_plan_to_model(model, ZeroPlan(stage=2))
     assert model.model.encoder.layerdrop == 0.1
-    with caplog.at_level(logging.WARNING, logger="adaptmllm.deepspeed"):
+    with caplog.at_level(logging.WARNING, logger="adaptmllm.training.deepspeed"):
         apply_plan_to_model(model, ZeroPlan(stage=3))
     assert model.config.encoder_layerdrop == model.config.decoder_layerdrop == 0.0
     assert model.model.encoder.layerdrop == model.model.decoder.layerdrop == 0.0
@@ -209,10 +211,10 @@ import importlib, json, sys
 # ~2 minute first-time compilation in this single-process test.
 importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
 from adaptmllm.config import config_from_dict
-from adaptmllm.data import prepare_data
-from adaptmllm.deepspeed import consolidated_model
-from adaptmllm.model import prepare_model
-from adaptmllm.train import fine_tune
+from adaptmllm.data.pairs import prepare_data
+from adaptmllm.training.deepspeed import consolidated_model
+from adaptmllm.training.setup import prepare_model
+from adaptmllm.training.train import fine_tune
 
 out = {}
 for stage in ("2", "3"):
@@ -257,7 +259,7 @@ def test_zero2_and_zero3_fine_tuning_really_runs_on_cpu(tmp_path):
 
 
 def test_ranks_other_than_0_train_but_write_nothing(tmp_path, monkeypatch):
-    from adaptmllm.pipeline import run
+    from adaptmllm.runs.pipeline import run
 
     monkeypatch.setenv("RANK", "1")
     cfg = config_from_dict({"name": "rank1", "runs_dir": str(tmp_path / "runs"),

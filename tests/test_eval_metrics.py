@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from adaptmllm.metrics import (MetricUnavailable, check_optional_metrics, comet, score, spbleu, spbleu_metric)
+from adaptmllm.metrics.corpus import MetricUnavailable, check_optional_metrics, comet, score, spbleu, spbleu_metric
 
 REFS = ["The cat sat on the mat near the door .", "A quick brown fox jumps over the lazy dog .",
         "Fine-tuning adapts a large model to a small language pair .", "Nurses vaccinate patients in the clinic ."]
@@ -94,7 +94,7 @@ def test_comet_unavailable_messages(tmp_path, monkeypatch):
 
 def test_pipeline_refuses_unusable_metric_before_writing(tmp_path):
     from adaptmllm.config import config_from_dict
-    from adaptmllm.pipeline import run
+    from adaptmllm.runs.pipeline import run
 
     cfg = config_from_dict({"name": "x", "runs_dir": str(tmp_path / "runs"),
                             "eval": {"spm_model": str(tmp_path / "flores200.model")}})

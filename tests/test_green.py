@@ -1,4 +1,4 @@
-"""adaptmllm.green: a real (short) CodeCarbon run, offline, with honest labelling."""
+"""adaptmllm.training.green: a real (short) CodeCarbon run, offline, with honest labelling."""
 
 import csv
 import json
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from adaptmllm.config import GreenConfig
-from adaptmllm.green import GreenReport, GreenTracker
+from adaptmllm.training.green import GreenReport, GreenTracker
 
 
 @pytest.fixture(autouse=True)
@@ -150,10 +150,10 @@ def fake_data(gpu_energy=0.5, cpu_energy=1.0):
     ([RAM(), CPU("constant", 120)], False, "constant 50% of an assumed 120 W", "none found"),
 ])
 def test_detection_from_tracker_state(hardware, measured, cpu_words, gpu_words):
-    from adaptmllm.green import _inspect
+    from adaptmllm.training.green import inspect_machine
 
     tracker = type("T", (), {"_hardware": hardware, "_force_cpu_power": None})()
-    tracking, is_measured, notes = _inspect(tracker, fake_data())
+    tracking, is_measured, notes = inspect_machine(tracker, fake_data())
     cpu, ram, gpu = tracking.split("; ")
     assert is_measured is measured
     assert cpu_words in cpu and gpu_words in gpu and "model" in ram
@@ -161,8 +161,8 @@ def test_detection_from_tracker_state(hardware, measured, cpu_words, gpu_words):
 
 
 def test_zero_gpu_energy_with_a_gpu_is_flagged():
-    from adaptmllm.green import _inspect
+    from adaptmllm.training.green import inspect_machine
 
     tracker = type("T", (), {"_hardware": [RAM(), CPU("intel_rapl"), GPU(False)], "_force_cpu_power": None})()
-    _, _, notes = _inspect(tracker, fake_data(gpu_energy=0.0))
+    _, _, notes = inspect_machine(tracker, fake_data(gpu_energy=0.0))
     assert any("under-reported" in n for n in notes)

@@ -78,7 +78,7 @@ _STORAGES: dict = {}
 def load(d: dict):
     """The study of config dict ``d`` (one storage object per URL: polling must not open a pool each time)."""
     from adaptmllm.config import config_from_dict
-    from adaptmllm.hpo import storage_url
+    from adaptmllm.runs.hpo.study import storage_url
 
     cfg = config_from_dict(d)
     url = storage_url(cfg)
@@ -102,7 +102,7 @@ def sqlite_states(db: Path) -> dict[int, str]:
 
 def test_suggest_with_fixed_trial(tiny_cfg):
     from adaptmllm.config import config_from_dict, config_to_dict
-    from adaptmllm.hpo import suggest
+    from adaptmllm.runs.hpo.space import suggest
 
     d = config_to_dict(tiny_cfg)
     d["hpo"]["space"] = {"learning_rate": {"low": 1e-5, "high": 9e-5, "log": True},
@@ -266,6 +266,7 @@ def test_three_trial_study_with_pruning_writes_every_artefact(tmp_path, one_thre
         assert (run_dir / "best" / name).is_file(), name
     report = (run_dir / "best" / "report.md").read_text()
     assert "## Hyperparameter search" in report and "../hpo/history.png" in report
+    _assert_ends_like_every_run(run_dir / "best")
 
     # best_params.yaml is a config holding the best trial's parameters.
     cfg = load_config(hpo / "best_params.yaml")
@@ -279,14 +280,40 @@ def test_three_trial_study_with_pruning_writes_every_artefact(tmp_path, one_thre
     assert len(load(d).trials) == 3
 
 
+def _assert_ends_like_every_run(best_dir: Path) -> None:
+    """<run>/best holds the files of every run folder (issue 18: one end of a run, runs.run_folder.finish_run):
+    before it, a kept best model had no report.html, no significance test and no segments.tsv."""
+    for name in ("metrics.json", "report.md", "report.html", "model/README.md", "segments.tsv"):
+        assert (best_dir / name).is_file(), name
+    metrics = json.loads((best_dir / "metrics.json").read_text())
+    assert metrics["significance"]["n_segments"] == metrics["finetuned"]["n_segments"]
+    assert metrics["verdict"]["outcome"] in ("improved", "unchanged", "worse") and metrics["verdict"]["text"]
+    assert metrics["hpo"]["best_trial"] is not None and "error_analysis" in metrics
+    assert "Hyperparameter search" in (best_dir / "report.html").read_text()
+    assert (best_dir / "report.md").read_text().count("## Hyperparameter search") == 1
+
+
+def test_retrained_best_model_ends_like_every_run(tmp_path, one_thread):
+    """hpo.best_model retrain: the best trial's parameters are trained again into <run>/best by the pipeline,
+    which then holds the HPO section, the study summary and the significance test like a kept best model."""
+    from adaptmllm.runs.hpo.search import run_study
+
+    d = hpo_dict(tmp_path / "runs", "retrain", n_trials=1, best_model="retrain")
+    result = run_study(d, progress=False)
+    best_dir = tmp_path / "runs" / "retrain" / "best"
+    assert result.run.run_dir == best_dir and result.run.metrics["retrained"] is True
+    _assert_ends_like_every_run(best_dir)
+    assert json.loads((best_dir / "metrics.json").read_text()) == result.run.metrics
+
+
 def test_study_where_every_trial_fails_ends_with_a_message(tmp_path, monkeypatch, capsys, one_thread):
-    import adaptmllm.train
+    import adaptmllm.runs.hpo.trial as trial_module  # the trial calls the fine_tune it imported
     from adaptmllm.cli import main
 
     def broken(*args, **kwargs):
         raise RuntimeError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(adaptmllm.train, "fine_tune", broken)
+    monkeypatch.setattr(trial_module, "fine_tune", broken)
     d = hpo_dict(tmp_path / "runs", "fails", n_trials=2)
     config = write_config(d, tmp_path / "c.yaml")
     assert main(["hpo", "--config", str(config), "--quiet", "true"]) == 1
@@ -298,9 +325,10 @@ def test_study_where_every_trial_fails_ends_with_a_message(tmp_path, monkeypatch
     def pruned(*args, **kwargs):
         raise optuna.TrialPruned("pruned (simulated)")
 
-    monkeypatch.setattr(adaptmllm.train, "fine_tune", pruned)
+    monkeypatch.setattr(trial_module, "fine_tune", pruned)
     d = hpo_dict(tmp_path / "runs", "pruned", n_trials=2)
-    from adaptmllm.hpo import NoCompletedTrialError, run_study
+    from adaptmllm.runs.hpo.study import NoCompletedTrialError
+    from adaptmllm.runs.hpo.search import run_study
 
     with pytest.raises(NoCompletedTrialError, match="2 pruned.*--hpo.pruner none"):
         run_study(d, progress=False)
@@ -312,7 +340,7 @@ def test_each_trial_logs_to_experiment_tracking(tmp_path, one_thread, backend):
     tensorboard is in the test extra, so that case always runs; MLflow is optional."""
     if backend == "mlflow":
         pytest.importorskip("mlflow", reason="MLflow is optional (pip install mlflow); not in the test extra")
-    from adaptmllm.hpo import run_study
+    from adaptmllm.runs.hpo.search import run_study
 
     d = hpo_dict(tmp_path / "runs", "tracked", n_trials=2)
     d["train"]["report_to"] = backend

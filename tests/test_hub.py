@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import pytest
 from conftest import REPO, free_port  # noqa: E402
 
-from adaptmllm import hub
-from adaptmllm.hub import HubError, get_token, model_folder, push_to_hub
+from adaptmllm.apps import hub
+from adaptmllm.apps.hub import HubError, get_token, model_folder, push_to_hub
 
 FAKE = "hf_FAKEtokenPLANTEDbyTHEtests0123456789"
 
@@ -180,8 +180,8 @@ def test_cli_push_offline(run_dir, tmp_path, monkeypatch, capsys):
 
 
 def test_hub_module_is_light():
-    """Importing adaptmllm.hub does not import huggingface_hub (only pushing does)."""
-    code = "import sys, adaptmllm.hub; print('huggingface_hub' in sys.modules)"
+    """Importing adaptmllm.apps.hub does not import huggingface_hub (only pushing does)."""
+    code = "import sys, adaptmllm.apps.hub; print('huggingface_hub' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
     assert hub.TOKEN_VARIABLES[0] == "HF_TOKEN"

@@ -10,7 +10,8 @@ import threading
 
 import pytest
 
-from adaptmllm import humaneval as he
+from adaptmllm import config
+from adaptmllm.evaluation import human as he, human_report
 
 SRC0 = "one two three four"  # 4 words
 SRC1 = "five six seven eight nine ten"  # 6 words
@@ -48,7 +49,7 @@ def handmade(tmp_path):
 
 
 def test_summary_numbers_on_handmade_annotations(handmade):
-    s = {d["system"]: d for d in he.summarize(handmade.annotations(), he.mqm_weights("mqm"))}
+    s = {d["system"]: d for d in human_report.summarize(handmade.annotations(), config.mqm_weights("mqm"))}
     a, b = s["A"], s["B"]
     half = 4.303 * 1.0 / math.sqrt(3)  # sd of [6, 4, 5] and of [2, 3, 1] is 1
     assert (a["ratings"], a["annotators"], b["ratings"], b["annotators"]) == (3, 2, 3, 2)
@@ -65,13 +66,13 @@ def test_summary_numbers_on_handmade_annotations(handmade):
             b["errors_locale_convention"], b["errors_fluency"]) == (5, 2, 1, 1, 1, 0)
     assert (b["errors_minor"], b["errors_major"], b["errors_non_translation"]) == (2, 2, 1)
     # adaptMLLM's preset: major 10
-    s2 = {d["system"]: d for d in he.summarize(handmade.annotations(), he.mqm_weights("adaptmllm"))}
+    s2 = {d["system"]: d for d in human_report.summarize(handmade.annotations(), config.mqm_weights("adaptmllm"))}
     assert s2["A"]["mqm_points"] == 11 and s2["B"]["mqm_points"] == 25 + 1 + 20
     assert s2["B"]["mqm_per_100_words"] == pytest.approx(287.5)
 
 
 def test_report_files_and_csv_export(handmade, tmp_path):
-    out = he.write_report(handmade.path, tmp_path / "report", he.mqm_weights("mqm", {"major": 4}))
+    out = human_report.write_report(handmade.path, tmp_path / "report", config.mqm_weights("mqm", {"major": 4}))
     p = out["paths"]
     assert all(path.is_file() for path in p.values())
     rows = list(csv.DictReader(p["annotations"].open(encoding="utf-8")))
@@ -90,15 +91,15 @@ def test_report_files_and_csv_export(handmade, tmp_path):
 @pytest.mark.parametrize("df,expected", [(1, 12.706), (5, 2.571), (30, 2.042), (31, 2.0395), (40, 2.0211),
                                          (100, 1.9840), (1000, 1.9623)])
 def test_t_quantile(df, expected):
-    assert he.t_quantile_975(df) == pytest.approx(expected, abs=2e-4)
+    assert human_report.t_quantile_975(df) == pytest.approx(expected, abs=2e-4)
 
 
 def test_mean_ci_degenerate():
-    assert all(math.isnan(v) for v in he.mean_ci([]))
-    m, lo, hi = he.mean_ci([3.0])
+    assert all(math.isnan(v) for v in human_report.mean_ci([]))
+    m, lo, hi = human_report.mean_ci([3.0])
     assert m == 3.0 and math.isnan(lo) and math.isnan(hi)
-    assert he.mean_ci([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
-    assert he.summarize([]) == [] and "No ratings" in he.summary_markdown([])
+    assert human_report.mean_ci([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
+    assert human_report.summarize([]) == [] and "No ratings" in human_report.summary_markdown([])
 
 
 def test_resume_after_reopen_and_shuffled_order(tmp_path):
@@ -139,8 +140,8 @@ def test_validation_messages(tmp_path):
         store.add_error("z", item.id, "fluency", "minor", 0, 10_000)
     with pytest.raises(he.HumanEvalError, match="no item"):
         store.rate("z", 999, 3)
-    with pytest.raises(he.HumanEvalError, match="unknown MQM preset"):
-        he.mqm_weights("nope")
+    with pytest.raises(config.ConfigError, match="unknown MQM preset"):
+        config.mqm_weights("nope")
     assert store.remove_last_error("z", item.id) is False
     item_a1 = store.item(_ids(store)[1, "A"])  # offsets from an edited copy: the selected text wins
     eid = store.add_error("z", item_a1.id, "fluency", "minor", 0, 2, span_text="siete")
@@ -168,7 +169,7 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     for t in threads:
         t.join()
     assert store.count_ratings() == 5 * 20
-    assert sum(s["errors"] for s in he.summarize(store.annotations())) == 5 * 20
+    assert sum(s["errors"] for s in human_report.summarize(store.annotations())) == 5 * 20
 
 
 def test_items_from_tsv_and_run(tmp_path):

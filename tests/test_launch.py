@@ -15,8 +15,9 @@ import sys
 import pytest
 
 from adaptmllm.config import ConfigError, load_config
-from adaptmllm.deepspeed import GIB, ModelSize, nllb_config
-from adaptmllm.launch import hostfile_text, launcher_commands, plan_cluster
+from adaptmllm.hardware import GIB
+from adaptmllm.training.memory_plan import ModelSize, nllb_config
+from adaptmllm.training.launch import hostfile_text, launcher_commands, plan_cluster
 
 from conftest import REPO, free_port
 

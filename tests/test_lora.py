@@ -29,11 +29,12 @@ def test_lora_trains_and_merges_into_a_checkpoint_with_the_same_outputs(tiny_cfg
     import torch
     from transformers import AutoModelForSeq2SeqLM, Seq2SeqTrainer
 
-    from adaptmllm import demo
+    from adaptmllm.data import demo
     from adaptmllm.config import TrainConfig
-    from adaptmllm.lora import is_peft_model, save_plain_model, trainable_parameters
-    from adaptmllm.model import forced_bos_token_id, prepare_model
-    from adaptmllm.train import make_collator, tokenize_pairs, training_args
+    from adaptmllm.modeling.lora import is_peft_model, save_plain_model, trainable_parameters
+    from adaptmllm.modeling.model import forced_bos_token_id
+    from adaptmllm.training.setup import prepare_model
+    from adaptmllm.training.train import make_collator, tokenize_pairs, training_args
 
     tiny_cfg.model.lora = LoraConfig(enabled=True, r=8, alpha=16, dropout=0.0)
     bundle = prepare_model(tiny_cfg, progress=False)
@@ -83,9 +84,9 @@ def test_lora_run_keeps_a_merged_plain_model(tmp_path):
     import torch
     from transformers import AutoModelForSeq2SeqLM
 
-    from adaptmllm import demo
-    from adaptmllm.model import SHIPPED_DEMO_BASE
-    from adaptmllm.pipeline import run
+    from adaptmllm.data import demo
+    from adaptmllm.training.demo_base import SHIPPED_DEMO_BASE
+    from adaptmllm.runs.pipeline import run
 
     splits = demo.demo_splits("eng_Latn", "qaa_Latn", 64, seed=5)  # a small corpus of our own
     for name, n in (("train", 64), ("dev", 8), ("test", 8)):
@@ -122,7 +123,8 @@ def test_lora_run_keeps_a_merged_plain_model(tmp_path):
 def test_qlora_without_a_gpu_fails_clearly_before_loading(tiny_cfg):
     import torch
 
-    from adaptmllm.model import ModelError, prepare_model
+    from adaptmllm.modeling.model import ModelError
+    from adaptmllm.training.setup import prepare_model
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
@@ -153,8 +155,8 @@ def test_target_modules_accept_a_comma_list():
 def test_freezing_embeddings_encoder_and_lower_layers():
     from transformers import M2M100ForConditionalGeneration
 
-    from adaptmllm.deepspeed import nllb_config
-    from adaptmllm.lora import freeze_layers
+    from adaptmllm.training.memory_plan import nllb_config
+    from adaptmllm.modeling.lora import freeze_layers
 
     def fresh():
         return M2M100ForConditionalGeneration(nllb_config(

@@ -1,4 +1,4 @@
-"""adaptmllm.metrics: degenerate cases, errors, and equality with the sacrebleu command line."""
+"""adaptmllm.metrics.corpus: degenerate cases, errors, and equality with the sacrebleu command line."""
 
 import json
 import subprocess
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adaptmllm.metrics import score, sentence_chrf, write_hypotheses
+from adaptmllm.metrics.corpus import score, sentence_chrf, write_hypotheses
 
 REFS = ["The cat sat on the mat near the door .", "A quick brown fox jumps over the lazy dog .",
         "Fine-tuning adapts a large model to a small language pair ."]

@@ -9,8 +9,8 @@ import pytest
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    from adaptmllm.demo import demo_splits
-    from adaptmllm.model import build_tokenizer
+    from adaptmllm.data.demo import demo_splits
+    from adaptmllm.modeling.model import build_tokenizer
 
     d = demo_splits("eng_Latn", "qaa_Latn", 300, 1)
     return build_tokenizer(tmp_path_factory.mktemp("tok"), d["train"][0] + d["train"][1], 300, "eng_Latn", "qaa_Latn")
@@ -31,7 +31,7 @@ def test_save_load_round_trip(tok, tmp_path):
     from transformers import AutoModelForSeq2SeqLM
 
     from adaptmllm.config import TinyModelConfig
-    from adaptmllm.model import build_tiny_model, load_pretrained
+    from adaptmllm.modeling.model import build_tiny_model, load_pretrained
 
     model = build_tiny_model(TinyModelConfig(d_model=32, ffn_dim=64, attention_heads=2), tok)
     assert model.config.vocab_size == len(tok) and model.config.encoder_layerdrop == 0
@@ -45,7 +45,7 @@ def test_save_load_round_trip(tok, tmp_path):
 
 
 def test_unknown_language_for_model_is_clear(tmp_path, tok):
-    from adaptmllm.model import ModelError, set_languages
+    from adaptmllm.modeling.model import ModelError, set_languages
 
     tok.save_pretrained(tmp_path)
     with pytest.raises(ModelError, match="data.tgt_lang.*xyz_Latn"):
@@ -53,7 +53,7 @@ def test_unknown_language_for_model_is_clear(tmp_path, tok):
 
 
 def test_hub_name_offline_gives_the_fix(monkeypatch):
-    from adaptmllm.model import ModelError, load_pretrained
+    from adaptmllm.modeling.model import ModelError, load_pretrained
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelError, match="local folder|--local-dir"):
@@ -61,7 +61,7 @@ def test_hub_name_offline_gives_the_fix(monkeypatch):
 
 
 def test_incomplete_folder_is_named(tmp_path):
-    from adaptmllm.model import ModelError, load_pretrained
+    from adaptmllm.modeling.model import ModelError, load_pretrained
 
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ModelError, match=str(tmp_path)):
@@ -71,7 +71,7 @@ def test_incomplete_folder_is_named(tmp_path):
 def test_shipped_demo_base_matches_generator():
     """The base in assets/ must be the one the current code would build (else it is silently stale)."""
     from adaptmllm.config import TinyModelConfig
-    from adaptmllm.model import SHIPPED_DEMO_BASE, demo_base, demo_base_key
+    from adaptmllm.training.demo_base import SHIPPED_DEMO_BASE, demo_base, demo_base_key
 
     meta = json.loads((SHIPPED_DEMO_BASE / "adaptmllm_base.json").read_text())
     assert meta["key"] == demo_base_key(TinyModelConfig())
@@ -80,7 +80,7 @@ def test_shipped_demo_base_matches_generator():
 
 def test_demo_base_is_built_once_and_cached():
     from adaptmllm.config import TinyModelConfig
-    from adaptmllm.model import demo_base
+    from adaptmllm.training.demo_base import demo_base
 
     tiny = TinyModelConfig(vocab_size=200, d_model=32, ffn_dim=64, attention_heads=2, encoder_layers=1,
                            decoder_layers=1, pretrain_epochs=1, pretrain_pairs=100)

@@ -1,4 +1,4 @@
-"""Multilingual fine-tuning (adaptmllm.multilingual): several directions in one model, new language
+"""Multilingual fine-tuning (adaptmllm.runs.multilingual): several directions in one model, new language
 codes, tokenizer coverage, vocabulary extension, replay and the forgetting check per direction."""
 
 from __future__ import annotations
@@ -8,11 +8,13 @@ import re
 
 import pytest
 
-from adaptmllm import demo, pipeline
+from adaptmllm.data import demo
+from adaptmllm.runs import pipeline
 from adaptmllm.config import ConfigError, DataConfig, config_from_dict
-from adaptmllm.model import SHIPPED_DEMO_BASE, ModelError
-from adaptmllm.multilingual import (add_languages, check_language_codes, extend_vocabulary, prepare_directions,
-                                    sample_sizes, tokenizer_coverage)
+from adaptmllm.training.demo_base import SHIPPED_DEMO_BASE
+from adaptmllm.modeling.model import ModelError
+from adaptmllm.modeling.vocabulary import add_languages, check_language_codes, extend_vocabulary, tokenizer_coverage
+from adaptmllm.data.directions import prepare_directions, sample_sizes
 
 from conftest import tiny_dict
 
@@ -25,7 +27,7 @@ def _demo_base():
 
 def _share_in_lexicon(lines: list[str], lang: str) -> float:
     """Share of the output's words that are words of ``lang``'s demo lexicon."""
-    lex = set(demo._lex(lang).values())
+    lex = set(demo.lex(lang).values())
     words = [w.lower() for ln in lines for w in re.findall(r"\w+", ln)]
     return sum(w in lex for w in words) / max(1, len(words))
 

@@ -30,7 +30,9 @@ from adaptmllm.config import (  # noqa: E402
     config_from_dict,
     load_config,
 )
-from adaptmllm.notebook import ConfigForm, LivePlot, field_docs, field_specs, start_config  # noqa: E402
+from adaptmllm.apps.notebook.fields import field_docs, field_specs
+from adaptmllm.apps.notebook.forms import ConfigForm, start_config
+from adaptmllm.apps.notebook.results import LivePlot  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -257,7 +259,7 @@ def test_live_plot_redraws_from_trainer_logs():
 
 
 def _metrics():
-    from adaptmllm.report import build_metrics
+    from adaptmllm.reporting.summary import build_metrics
 
     sig = {"bleu": "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0",
            "chrf": "nrefs:1|case:mixed|eff:yes|nc:6|nw:2|space:no|version:2.6.0",
@@ -274,7 +276,7 @@ def _metrics():
 
 
 def test_scores_table_has_both_systems_signatures_and_verdict():
-    from adaptmllm.notebook import scores_html
+    from adaptmllm.apps.notebook.results import scores_html
 
     text = _text(scores_html(_metrics()))
     for needle in ("Baseline", "Fine-tuned", "Difference", "25.4", "91.6", "+51.2", "chrF++",
@@ -283,7 +285,7 @@ def test_scores_table_has_both_systems_signatures_and_verdict():
 
 
 def test_green_report_table_and_chart():
-    from adaptmllm.notebook import green_chart_png, green_html
+    from adaptmllm.apps.notebook.results import green_chart_png, green_html
 
     m = _metrics()
     text = _text(green_html(m["green"]))
@@ -294,14 +296,13 @@ def test_green_report_table_and_chart():
 
 
 def test_show_human_eval_without_ratings(tmp_path, capsys):
-    from adaptmllm.notebook import show_human_eval
+    from adaptmllm.apps.notebook.results import show_human_eval
 
     assert show_human_eval(tmp_path) is None
 
 
 def test_playground_is_shared_only_on_colab_and_always_with_a_password(tmp_path, monkeypatch):
-    import adaptmllm.playground as pg
-    from adaptmllm import notebook
+    from adaptmllm.apps.notebook import results as notebook
 
     calls = []
 
@@ -310,7 +311,7 @@ def test_playground_is_shared_only_on_colab_and_always_with_a_password(tmp_path,
         return SimpleNamespace(local_url="http://127.0.0.1:7860/",
                                share_url="https://x.gradio.live" if kw["share"] else None)
 
-    monkeypatch.setattr(pg, "serve", fake_serve)
+    monkeypatch.setattr(notebook, "serve", fake_serve)
     monkeypatch.delenv("ADAPTMLLM_AUTH", raising=False)
     result = SimpleNamespace(run_dir=tmp_path, model_dir=tmp_path / "model", metrics={})
     notebook.launch_playground(result)
@@ -329,7 +330,8 @@ def test_playground_is_shared_only_on_colab_and_always_with_a_password(tmp_path,
 
 
 def test_environment_reports_cpu_and_advice():
-    from adaptmllm.notebook import environment, in_colab, mount_drive
+    from adaptmllm.apps.notebook.setup import environment, mount_drive
+    from adaptmllm.hardware import in_colab
 
     info = environment(show=False)
     assert {"python", "torch", "gpu", "gpu_memory_gib", "bf16", "colab", "advice"} <= set(info)
@@ -402,11 +404,11 @@ def _cell(marker: str) -> str:
 
 @pytest.mark.parametrize("hpo_state", ["off", "present", "missing"])
 def test_finetune_cell_with_and_without_hpo(hpo_state, monkeypatch, tmp_path):
-    """Step 5: RUN_HPO uses adaptmllm.hpo.run_study's best run; without HPO (switched off or not
+    """Step 5: RUN_HPO uses adaptmllm.runs.hpo.search.run_study's best run; without HPO (switched off or not
     installed) one run with the live plot."""
     from IPython.display import display
 
-    import adaptmllm.pipeline as pipeline
+    import adaptmllm.runs.pipeline as pipeline
 
     single = SimpleNamespace(run_dir=tmp_path / "single")
     runs = []
@@ -419,9 +421,9 @@ def test_finetune_cell_with_and_without_hpo(hpo_state, monkeypatch, tmp_path):
     best = SimpleNamespace(run_dir=tmp_path / "best")
     study = SimpleNamespace(run=best, counts={"complete": 2, "pruned": 1}, best_params={"learning_rate": 1e-3},
                             best_value=55.5, best_trial=1, study_name="demo", hpo_dir=tmp_path)
-    fake_hpo = types.ModuleType("adaptmllm.hpo")
+    fake_hpo = types.ModuleType("adaptmllm.runs.hpo.search")
     fake_hpo.run_study = lambda config, progress=True: study
-    monkeypatch.setitem(sys.modules, "adaptmllm.hpo", fake_hpo if hpo_state == "present" else None)
+    monkeypatch.setitem(sys.modules, "adaptmllm.runs.hpo.search", fake_hpo if hpo_state == "present" else None)
     ns = {"RUN_HPO": hpo_state != "off", "form": SimpleNamespace(value=Config()), "prepared": None, "display": display}
     exec(compile(_cell("LivePlot()"), "finetune-cell", "exec"), ns)
     if hpo_state == "present":
@@ -434,7 +436,7 @@ def test_finetune_cell_with_and_without_hpo(hpo_state, monkeypatch, tmp_path):
 
 
 def test_show_study(tmp_path, capsys):
-    from adaptmllm.notebook import green_chart_png, show_study
+    from adaptmllm.apps.notebook.results import green_chart_png, show_study
 
     (tmp_path / "history.png").write_bytes(green_chart_png(_metrics()["green"]))
     show_study(SimpleNamespace(counts={"complete": 3, "pruned": 1, "fail": 0}, best_params={"learning_rate": 0.002},

@@ -50,7 +50,7 @@ def _outputs(nb) -> str:
 def executed(tmp_path_factory):
     """notebooks/adaptmllm.ipynb executed in a fresh folder, with HF_TOKEN planted in the kernel's environment."""
     from adaptmllm.io import temporary_env
-    from adaptmllm.notebook import run_notebook
+    from adaptmllm.apps.notebook.results import run_notebook
 
     work = tmp_path_factory.mktemp("notebook")
     with temporary_env({"HF_TOKEN": FAKE, "HF_HUB_OFFLINE": "1", "HF_HOME": str(work / "hf-home")}):
@@ -138,7 +138,7 @@ def test_push_fails_clearly_offline_and_the_token_is_nowhere(executed):
 
 def test_default_parameters_are_the_tiny_demo():
     """The parameters cell as committed (what Colab users start from) gives a valid tiny-demo config."""
-    from adaptmllm.notebook import start_config
+    from adaptmllm.apps.notebook.forms import start_config
 
     nb = nbformat.read(str(NOTEBOOK), as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))

@@ -56,7 +56,7 @@ def test_translate_cli_with_run_model(tiny_run, tmp_path, capsys):
 
 def test_run_folder_is_not_mixed(tiny_run):
     from adaptmllm.config import config_from_dict, config_to_dict
-    from adaptmllm.pipeline import RunFolderError, prepare_run_dir
+    from adaptmllm.runs.run_folder import RunFolderError, prepare_run_dir
 
     cfg = config_to_dict(config_from_dict({"name": tiny_run.run_dir.name, "runs_dir": str(tiny_run.run_dir.parent)}))
     with pytest.raises(RunFolderError, match="--overwrite"):

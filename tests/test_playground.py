@@ -34,7 +34,7 @@ LIMITS = dict(max_input_chars=300, max_file_lines=20, max_upload_bytes=4000, eva
 @pytest.fixture(scope="module")
 def server(tiny_run, tmp_path_factory):
     """A launched playground over the tiny run (baseline = the same model), with logs captured."""
-    from adaptmllm.playground import serve
+    from adaptmllm.apps.playground.app import serve
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -75,11 +75,12 @@ def _app_error(fn, *args, **kwargs) -> str:
 
 
 def test_factory_never_launches_and_import_is_light(server):
-    code = ("import sys, adaptmllm.playground, adaptmllm.humaneval; "
+    code = ("import sys, adaptmllm.apps.playground.app, adaptmllm.evaluation.human; "
             "print('gradio' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
-    from adaptmllm.playground import Playground, build_app
+    from adaptmllm.apps.playground.session import Playground
+    from adaptmllm.apps.playground.app import build_app
 
     pg = Playground(server.playground.finetuned, config=server.config)
     app = build_app(pg)
@@ -140,7 +141,7 @@ def test_limits_are_refused_with_a_message(client, server, tmp_path):
     msg = _app_error(client.predict, "Hello.", "xxx_Latn", "qaa_Latn", 1, 64, api_name="/translate")
     assert "not a FLORES-200 language code; did you mean" in msg
     # files are read only from Gradio's upload folder, never from a path a user names
-    from adaptmllm.playground import UserInputError
+    from adaptmllm.apps.playground.session import UserInputError
 
     with pytest.raises(UserInputError, match="upload"):
         server.playground.read_upload("/etc/hostname")
@@ -172,7 +173,7 @@ def test_auth_refuses_wrong_password(server):
 
 
 def test_share_needs_auth(monkeypatch, tmp_path):
-    from adaptmllm.playground import AuthError, ShareError, check_share, parse_auth
+    from adaptmllm.apps.playground.auth import AuthError, ShareError, check_share, parse_auth
 
     with pytest.raises(ShareError, match="--auth"):
         check_share(True, None)
@@ -213,8 +214,9 @@ def _annotate_then_restart(server, db):
     """Annotate on one server, stop it, start another on the same database."""
     from gradio_client import Client
 
-    from adaptmllm.humaneval import HumanEvalStore, items_from_run
-    from adaptmllm.playground import Playground, build_app, launch
+    from adaptmllm.evaluation.human import HumanEvalStore, items_from_run
+    from adaptmllm.apps.playground.session import Playground
+    from adaptmllm.apps.playground.app import build_app, launch
 
     items, meta = items_from_run(server.playground.store.meta["origin"], LIMITS["eval_segments"])
 

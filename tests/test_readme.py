@@ -5,7 +5,7 @@ How each snippet is treated (the README's fenced ```python / ```bash blocks, and
 
 * run for real, with the small demo settings of tests/conftest.py (fewer pairs and epochs, a
   temporary ``runs_dir``) substituted in and documented at the substitution:
-  - the Python API snippet (``adaptmllm.load_config`` ... ``adaptmllm.translate``);
+  - the Python API snippet (``adaptmllm.load_config`` ... ``adaptmllm.inference.translate``);
   - ``make demo``: the ``adaptmllm`` command its Makefile recipe runs (read with ``make -n demo``),
     through ``adaptmllm.cli.main`` with the small settings appended as flags (later flags win);
   - the README's ``adaptmllm translate ... < in.txt > out.txt`` on the model the demo run kept.

@@ -14,7 +14,7 @@ EN_GA = SHARED_DATA / "loresmt2021" / "en_ga"
 @pytest.mark.skipif(not (EN_GA / "train.en").is_file(), reason=f"real corpus not present at {EN_GA}")
 def test_pipeline_on_real_en_ga_slice(tmp_path):
     from adaptmllm.config import config_from_dict
-    from adaptmllm.pipeline import run
+    from adaptmllm.runs.pipeline import run
 
     cfg = config_from_dict({
         "name": "en-ga-slice", "runs_dir": str(tmp_path),

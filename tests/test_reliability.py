@@ -25,9 +25,9 @@ sys.path.insert(0, sys.argv[4])
 from transformers import TrainerCallback
 from conftest import tiny_dict
 from adaptmllm.config import config_from_dict
-from adaptmllm.data import prepare_data
-from adaptmllm.model import prepare_model
-from adaptmllm.train import fine_tune
+from adaptmllm.data.pairs import prepare_data
+from adaptmllm.training.setup import prepare_model
+from adaptmllm.training.train import fine_tune
 
 out, kill_at, resume = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "resume"
 
@@ -94,8 +94,8 @@ def _losses(history: list) -> dict:
 
 def _bundle(tmp_path, **train):
     from adaptmllm.config import config_from_dict
-    from adaptmllm.data import prepare_data
-    from adaptmllm.model import prepare_model
+    from adaptmllm.data.pairs import prepare_data
+    from adaptmllm.training.setup import prepare_model
 
     d = tiny_dict(tmp_path / "runs", "oom")
     d["data"]["demo_train_pairs"] = 64
@@ -127,7 +127,7 @@ def _allocator_double(model, max_batch: int) -> None:
 
 
 def _fine_tune(cfg, prepared, model, tokenizer, out):
-    from adaptmllm.train import fine_tune
+    from adaptmllm.training.train import fine_tune
 
     return fine_tune(model, tokenizer, cfg.train, prepared.train.src, prepared.train.tgt, prepared.dev.src,
                      prepared.dev.tgt, out, cfg.data.tgt_lang, max_source_length=32, max_target_length=32,
@@ -135,7 +135,7 @@ def _fine_tune(cfg, prepared, model, tokenizer, out):
 
 
 def test_out_of_memory_proposes_the_next_plan_or_auto_batch_retries(tmp_path):
-    from adaptmllm.resilience import TrainingOutOfMemoryError
+    from adaptmllm.training.resilience import TrainingOutOfMemoryError
 
     cfg, prepared, model, tok = _bundle(tmp_path)
     _allocator_double(model, 4)
@@ -161,7 +161,7 @@ def test_out_of_memory_proposes_the_next_plan_or_auto_batch_retries(tmp_path):
 def test_disk_full_while_saving_keeps_the_last_checkpoint_and_resumes(tmp_path, monkeypatch):
     from transformers import Trainer
 
-    from adaptmllm.resilience import DiskFullError, check_checkpoint
+    from adaptmllm.training.resilience import DiskFullError, check_checkpoint
 
     cfg, prepared, model, tok = _bundle(tmp_path, save_steps=2, per_device_train_batch_size=8)
     real = Trainer._save_optimizer_and_scheduler
@@ -186,7 +186,7 @@ def test_disk_full_while_saving_keeps_the_last_checkpoint_and_resumes(tmp_path, 
 
 ANNOTATOR = """
 import sys
-from adaptmllm.humaneval import HumanEvalStore
+from adaptmllm.evaluation.human import HumanEvalStore
 
 items = [(i, s, f"source {i}", f"{s} {i}") for i in range(200) for s in ("baseline", "finetuned")]
 store = HumanEvalStore(sys.argv[1], items)
@@ -202,7 +202,7 @@ def test_human_evaluation_database_survives_kill_9(tmp_path):
     import sqlite3
     import time
 
-    from adaptmllm.humaneval import HumanEvalStore
+    from adaptmllm.evaluation.human import HumanEvalStore
 
     db = tmp_path / "human_eval.sqlite"
     proc = subprocess.Popen([sys.executable, "-c", ANNOTATOR, str(db)], stdout=subprocess.PIPE, text=True)

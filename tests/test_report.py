@@ -1,4 +1,4 @@
-"""adaptmllm.report: verdict, metrics.json, report.md, training-curve PNG and model card."""
+"""adaptmllm.reporting.summary: verdict, metrics.json, report.md, training-curve PNG and model card."""
 
 import json
 from dataclasses import dataclass, field
@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
-from adaptmllm.green import GreenReport
-from adaptmllm.report import (build_metrics, plot_history, verdict, write_metrics, write_model_card,
-                              write_report)
+from adaptmllm.training.green import GreenReport
+from adaptmllm.reporting.summary import build_metrics, verdict, write_metrics
+from adaptmllm.reporting.plots import plot_history
+from adaptmllm.reporting.markdown import write_model_card, write_report
 
 SIGS = {"bleu": "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0",
         "chrf": "nrefs:1|case:mixed|eff:yes|nc:6|nw:2|space:no|version:2.6.0",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adaptmllm.report_html import write_html_report
+from adaptmllm.reporting.html import write_html_report
 
 CHROMIUM = next((shutil.which(c) for c in ("chromium", "chromium-browser", "google-chrome") if shutil.which(c)), None)
 
@@ -55,8 +55,9 @@ def test_tiny_run_report_end_to_end(tiny_run):
 def evaluated_copy(tiny_run, tmp_path_factory):
     """A copy of the tiny run re-evaluated with a small general-domain test set (a TSV file) and
     per-checkpoint scores."""
-    from adaptmllm.backtranslate import write_pairs_tsv
-    from adaptmllm.evaluation import demo_general_test, evaluate_run
+    from adaptmllm.runs.backtranslate import write_pairs_tsv
+    from adaptmllm.data.test_sets import demo_general_test
+    from adaptmllm.runs.evaluate import evaluate_run
 
     base = tmp_path_factory.mktemp("evaluated")
     run_dir = base / "run"
@@ -97,7 +98,8 @@ def test_select_checkpoint(evaluated_copy):
     import torch
     from safetensors.torch import load_file
 
-    from adaptmllm.evaluation import EvaluationError, list_checkpoints, select_checkpoint
+    from adaptmllm.evaluation.scoring import EvaluationError, list_checkpoints
+    from adaptmllm.runs.evaluate import select_checkpoint
 
     run_dir, _ = evaluated_copy
     cks = list_checkpoints(run_dir)
@@ -147,7 +149,7 @@ def test_html_worse_and_forgetting_in_red(tmp_path):
     assert "Hyperparameter search" in page and "51.23" in page and "learning_rate" in page and "pruned 2" in page
     calm = write_html_report(tmp_path, cfg, _metrics(False)).read_text(encoding="utf-8")
     assert 'id="forgetting"' not in calm and "No forgetting flagged" in calm  # not flagged: no red banner
-    md_lines = __import__("adaptmllm.report_html", fromlist=["x"]).evaluation_markdown(_metrics(True))
+    md_lines = __import__("adaptmllm.reporting.blocks", fromlist=["x"]).evaluation_markdown(_metrics(True))
     assert any("Forgetting: general-domain chrF++ fell by 6.5 points" in ln for ln in md_lines)
 
 
@@ -175,19 +177,19 @@ def test_lora_checkpoint_is_merged_onto_the_base(tmp_path):
     import torch
 
     from adaptmllm.config import config_from_dict
-    from adaptmllm.evaluation import _load_model
-    from adaptmllm.lora import lora_model
-    from adaptmllm.model import _prepare_base_model
+    from adaptmllm.training.setup import load_checkpoint_model
+    from adaptmllm.modeling.lora import lora_model
+    from adaptmllm.training.setup import prepare_base_model
 
     cfg = config_from_dict({"name": "l", "model": {"lora": {"enabled": True, "r": 4}}})
-    peft_model = lora_model(_prepare_base_model(cfg, progress=False).model, cfg.model.lora)
+    peft_model = lora_model(prepare_base_model(cfg, progress=False).model, cfg.model.lora)
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.05)  # B = 0 at init: make the adapters change the output
     peft_model.save_pretrained(tmp_path / "checkpoint-7")
     assert (tmp_path / "checkpoint-7" / "adapter_config.json").is_file()
-    merged = _load_model(tmp_path / "checkpoint-7", cfg, tmp_path)
+    merged = load_checkpoint_model(tmp_path / "checkpoint-7", cfg, tmp_path)
     ids = torch.tensor([[5, 6, 7, 2]])
     dec = torch.tensor([[2, 9, 10]])
     peft_model.eval()

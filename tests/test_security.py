@@ -45,7 +45,7 @@ DDE = "=cmd|' /C calc'!A0"
 @pytest.fixture(scope="module")
 def server(tiny_run, tmp_path_factory):
     """A launched playground over the tiny run with three logins; ``owner`` is the admin."""
-    from adaptmllm.playground import serve
+    from adaptmllm.apps.playground.app import serve
 
     db = tmp_path_factory.mktemp("sec") / "human_eval.sqlite"
     srv = serve(tiny_run.model_dir, run_dir=tiny_run.run_dir, db=db, config=ServeConfig(port=free_port(), **LIMITS),
@@ -99,7 +99,7 @@ def test_an_annotator_cannot_act_as_someone_else(server):
 def test_plain_handlers_use_the_login_over_the_typed_name(server):
     pg = server.playground
     assert pg.annotator_for("someone", "ann1") == "ann1" and pg.auth_required
-    from adaptmllm.playground import UserInputError
+    from adaptmllm.apps.playground.session import UserInputError
 
     with pytest.raises(UserInputError, match="Sign in"):
         pg.annotator_for("someone", None)  # logins on, none in the request
@@ -124,7 +124,7 @@ def test_results_and_export_are_for_the_owner_only(server):
 
 
 def test_owner_without_logins_is_this_machine_when_not_shared(server):
-    from adaptmllm.playground import Playground
+    from adaptmllm.apps.playground.session import Playground
 
     pg = Playground(server.playground.finetuned, config=server.playground.config)
     try:
@@ -139,7 +139,8 @@ def test_owner_without_logins_is_this_machine_when_not_shared(server):
 
 
 def test_admin_must_be_a_login(tiny_run):
-    from adaptmllm.playground import AuthError, serve
+    from adaptmllm.apps.playground.auth import AuthError
+    from adaptmllm.apps.playground.app import serve
 
     with pytest.raises(AuthError, match="--admin: no login named 'boss'"):
         serve(tiny_run.model_dir, run_dir=tiny_run.run_dir, auth=LOGINS, admins=["boss"], quiet=True)
@@ -212,7 +213,7 @@ def test_huge_unauthenticated_body_is_refused_before_it_is_read(server, chunked)
 
 
 def test_limits_follow_the_playground_and_a_full_text_still_fits(server):
-    from adaptmllm.webguard import body_limits
+    from adaptmllm.apps.playground.webguard import body_limits
 
     c = server.playground.config
     body, upload = body_limits(c.max_input_chars, c.max_upload_bytes)
@@ -277,7 +278,8 @@ def throttled(server):
     """A second app on the same model with small login limits (its own throttle)."""
     import dataclasses
 
-    from adaptmllm.playground import Playground, build_app, launch
+    from adaptmllm.apps.playground.session import Playground
+    from adaptmllm.apps.playground.app import build_app, launch
 
     pg = Playground(server.playground.finetuned, config=server.playground.config)
     cfg = dataclasses.replace(server.playground.config, port=free_port(), login_max_failures=5, login_global_per_minute=12)
@@ -311,7 +313,7 @@ def test_parallel_guessing_is_bounded_per_address_and_overall(throttled):
 
 
 def test_share_needs_a_long_password():
-    from adaptmllm.playground import ShareError, check_share
+    from adaptmllm.apps.playground.auth import ShareError, check_share
 
     with pytest.raises(ShareError, match="'translator'.*shorter than 12 characters") as ei:
         check_share(True, [("owner", "a-long-password-1"), ("translator", "short-pw")])
@@ -351,15 +353,15 @@ def test_a_note_with_a_formula_stays_text_in_the_export(server, tmp_path):
 
 
 def test_every_csv_and_tsv_written_neutralises_formulas(tmp_path, server):
-    from adaptmllm import humaneval as he
-    from adaptmllm.analysis import write_segments_tsv
+    from adaptmllm.evaluation import human as he, human_report
+    from adaptmllm.metrics.analysis import write_segments_tsv
 
     # human evaluation report: names and notes typed over the network, systems from a TSV
     store = he.HumanEvalStore(tmp_path / "he.sqlite", [(0, DDE, "=SUM(1)", "-1+2"), (0, "ok", "=SUM(1)", "fine")])
     for item in (store.next_item(FORMULA), store.next_item(FORMULA)):
         store.add_error(FORMULA, item.id, "accuracy", "minor", note=DDE)
         store.rate(FORMULA, item.id, 4)
-    out = he.write_report(store.path, tmp_path / "report")["paths"]
+    out = human_report.write_report(store.path, tmp_path / "report")["paths"]
     # segments.tsv: corpus text and model outputs
     seg = write_segments_tsv(tmp_path / "segments.tsv", {"sentence_chrf": {"baseline": [1.0], "finetuned": [2.0]}},
                              ["@evil"], ["+ref"], [DDE], ["=base"])
@@ -373,7 +375,7 @@ def test_every_csv_and_tsv_written_neutralises_formulas(tmp_path, server):
     import optuna
 
     from adaptmllm.config import config_from_dict
-    from adaptmllm.hpo import write_study_artefacts
+    from adaptmllm.runs.hpo.artefacts import write_study_artefacts
     from conftest import tiny_dict
 
     cfg = config_from_dict(tiny_dict(tmp_path / "runs", "study"))
@@ -429,7 +431,7 @@ def test_storage_url_is_masked_and_never_saved_with_a_secret(tmp_path):
 
 def test_hpo_error_messages_mask_the_url(tmp_path):
     from adaptmllm.config import config_from_dict
-    from adaptmllm.hpo import HPOError, open_study
+    from adaptmllm.runs.hpo.study import HPOError, open_study
     from conftest import tiny_dict
 
     d = tiny_dict(tmp_path / "runs", "pg")
@@ -469,7 +471,7 @@ def _wait_for(cond, timeout=60.0):
 def test_uploads_and_exports_are_deleted_on_a_schedule(tiny_run, tmp_path, monkeypatch):
     from gradio_client import Client, handle_file
 
-    from adaptmllm.playground import serve
+    from adaptmllm.apps.playground.app import serve
 
     monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)  # the module's server has its own; this one too
     cfg = ServeConfig(port=free_port(), file_ttl_s=2, **LIMITS)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adaptmllm.significance import _indices, _resampled_scores, paired_bootstrap
+from adaptmllm.metrics.significance import bootstrap_indices, resampled_scores, paired_bootstrap
 
 # Hand-made systems: 60 references; "good" gets most of them right, "bad" mangles every segment.
 WORDS = ("nurse doctor patient vaccine mask hospital virus clinic medicine fever cough test ward dose "
@@ -64,9 +64,9 @@ def test_delta_ci_uses_sacrebleus_resamples():
     _, res = PairedTest([("b", BAD), ("f", GOOD)], {"chrf": CHRF(word_order=2)}, [REFS], test_type="bs",
                         n_samples=1000)()
     b_res, f_res = res["chrF2++"]
-    idxs = _indices(len(REFS), 1000, 12345)
-    _, b_samples = _resampled_scores(CHRF(word_order=2), BAD, REFS, idxs)
-    _, f_samples = _resampled_scores(CHRF(word_order=2), GOOD, REFS, idxs)
+    idxs = bootstrap_indices(len(REFS), 1000, 12345)
+    _, b_samples = resampled_scores(CHRF(word_order=2), BAD, REFS, idxs)
+    _, f_samples = resampled_scores(CHRF(word_order=2), GOOD, REFS, idxs)
     assert f_samples.mean() == pytest.approx(f_res.mean, abs=1e-4)
     assert b_samples.mean() == pytest.approx(b_res.mean, abs=1e-4)
 
@@ -153,7 +153,7 @@ def _m(d_chrf, p_chrf, **kw):
      ["model/ holds checkpoint-40 (epoch 2), selected by hand"]),
 ])
 def test_verdict_with_significance(metrics, outcome, words):
-    from adaptmllm.report import verdict, verdict_info
+    from adaptmllm.reporting.summary import verdict, verdict_info
 
     info = verdict_info(metrics)
     assert info["outcome"] == outcome and info["metric"] == "chrf"
@@ -163,7 +163,7 @@ def test_verdict_with_significance(metrics, outcome, words):
 
 
 def test_verdict_info_without_significance_and_without_baseline():
-    from adaptmllm.report import verdict_info
+    from adaptmllm.reporting.summary import verdict_info
 
     legacy = verdict_info({"baseline": _scores(20, 45, 70), "finetuned": _scores(32.3, 55.1, 60)})
     assert legacy["outcome"] == "improved" and legacy["significant"] is None and "+12.3" in legacy["text"]
@@ -177,7 +177,7 @@ def test_verdict_info_without_significance_and_without_baseline():
 def test_metrics_json_has_verdict_and_significance(tmp_path):
     import json
 
-    from adaptmllm.report import write_metrics
+    from adaptmllm.reporting.summary import write_metrics
 
     m = json.loads(write_metrics(tmp_path, _m(3.2, 0.001)).read_text())
     assert m["verdict"]["outcome"] == "improved" and m["verdict"]["p_value"] == 0.001

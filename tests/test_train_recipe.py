@@ -15,10 +15,10 @@ def _logged_rates(tc: TrainConfig, tmp_path) -> dict[int, float]:
     import torch
     from transformers import Seq2SeqTrainer
 
-    from adaptmllm import demo
+    from adaptmllm.data import demo
     from adaptmllm.config import TinyModelConfig
-    from adaptmllm.model import build_tiny_model, build_tokenizer
-    from adaptmllm.train import make_collator, tokenize_pairs, training_args
+    from adaptmllm.modeling.model import build_tiny_model, build_tokenizer
+    from adaptmllm.training.train import make_collator, tokenize_pairs, training_args
 
     src, tgt = demo.demo_splits("eng_Latn", "qaa_Latn", 64, seed=3)["train"]
     tok = build_tokenizer(tmp_path / "tok", src + tgt, 200, "eng_Latn", "qaa_Latn")
@@ -74,9 +74,9 @@ def test_length_grouped_batches_come_in_a_shuffled_order(tmp_path):
     from transformers import Seq2SeqTrainer
 
     from adaptmllm.config import TinyModelConfig
-    from adaptmllm.model import build_tiny_model, build_tokenizer
-    from adaptmllm.resilience import resilient_trainer_class
-    from adaptmllm.train import training_args
+    from adaptmllm.modeling.model import build_tiny_model, build_tokenizer
+    from adaptmllm.training.resilience import resilient_trainer_class
+    from adaptmllm.training.train import training_args
 
     tok = build_tokenizer(tmp_path / "tok", ["a b c d e f g h i j k l m n o p"] * 20, 100, "eng_Latn", "gle_Latn")
     model = build_tiny_model(TinyModelConfig(vocab_size=100, d_model=16, encoder_layers=1, decoder_layers=1,
@@ -114,10 +114,10 @@ def test_labels_language_codes_and_padding_enter_the_loss_as_in_a_plain_loop(tmp
     from transformers.models.m2m_100.modeling_m2m_100 import shift_tokens_right
     from transformers.trainer_pt_utils import LabelSmoother
 
-    from adaptmllm import demo
+    from adaptmllm.data import demo
     from adaptmllm.config import TinyModelConfig
-    from adaptmllm.model import build_tiny_model, build_tokenizer
-    from adaptmllm.train import make_collator, tokenize_pairs
+    from adaptmllm.modeling.model import build_tiny_model, build_tokenizer
+    from adaptmllm.training.train import make_collator, tokenize_pairs
 
     src, tgt = demo.demo_splits("eng_Latn", "qaa_Latn", 64, seed=3)["train"]
     tok = build_tokenizer(tmp_path / "tok", src + tgt, 200, "eng_Latn", "qaa_Latn")
@@ -150,7 +150,7 @@ def test_resume_may_change_the_runs_length_only(tmp_path):
     """A resumed run may end earlier or later (train.num_train_epochs / max_steps: how a killed long run
     is finished and scored); any other difference is still refused, naming the field."""
     from adaptmllm.config import config_from_dict, load_config
-    from adaptmllm.pipeline import RunFolderError, prepare_run_dir
+    from adaptmllm.runs.run_folder import RunFolderError, prepare_run_dir
 
     base = {"name": "x", "runs_dir": str(tmp_path), "train": {"num_train_epochs": 30}}
     run_dir = prepare_run_dir(config_from_dict(base))

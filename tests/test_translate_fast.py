@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adaptmllm.translate import split_into_sentences, token_budget_batches, translate_texts
+from adaptmllm.inference.translate import split_into_sentences, token_budget_batches, translate_texts
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = REPO / "assets" / "demo-base"
@@ -67,8 +67,8 @@ def test_split_into_sentences_keeps_separators(text, expected):
 @pytest.fixture(scope="module")
 def demo():
     """The demo base model, its tokenizer, and demo test pairs it translates correctly."""
-    from adaptmllm.demo import general_pairs
-    from adaptmllm.model import load_pretrained
+    from adaptmllm.data.demo import general_pairs
+    from adaptmllm.modeling.model import load_pretrained
 
     model, tok = load_pretrained(str(BASE), SRC, TGT, local_files_only=True)
     src, ref = general_pairs(TGT, 120, seed=5)
@@ -97,7 +97,7 @@ def test_a_3000_character_paragraph_comes_back_whole(demo, caplog):
     # every sentence translated, in order, and the paragraph break kept
     assert out == " ".join(ref[:n // 2]) + "\n\n" + " ".join(ref[n // 2:n])
     # the same paragraph fed whole is cut at max_source_length (and says so): most sentences are lost
-    with caplog.at_level(logging.WARNING, logger="adaptmllm.translate"):
+    with caplog.at_level(logging.WARNING, logger="adaptmllm.inference.translate"):
         (whole,) = translate_texts(model, tok, [para], SRC, TGT, num_beams=1, split_sentences=False)
     assert "truncated" in caplog.text
     assert sum(r in whole for r in ref[:n]) < n // 2
@@ -115,7 +115,7 @@ def test_an_over_long_sentence_is_cut_between_words_not_truncated(demo):
 # -- CTranslate2 ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
-    from adaptmllm.ct2 import export_ctranslate2
+    from adaptmllm.inference.ct2 import export_ctranslate2
 
     root = tmp_path_factory.mktemp("ct2")
     return {q: export_ctranslate2(BASE, root / f"demo-{q}", q) for q in ("float32", "int8")}
@@ -131,8 +131,8 @@ def test_export_is_self_contained(exports):
 
 
 def test_export_float32_matches_transformers_greedy_and_int8_within_1_chrf(demo, exports):
-    from adaptmllm.ct2 import load_ct2
-    from adaptmllm.metrics import score
+    from adaptmllm.inference.ct2 import load_ct2
+    from adaptmllm.metrics.corpus import score
 
     model, tok, src, ref = demo
     test_src = src[:60] + OUT_OF_DOMAIN
@@ -149,7 +149,7 @@ def test_export_float32_matches_transformers_greedy_and_int8_within_1_chrf(demo,
 
 
 def test_export_refuses_bad_input(tmp_path, exports):
-    from adaptmllm.ct2 import CT2Error, export_ctranslate2, load_ct2
+    from adaptmllm.inference.ct2 import CT2Error, export_ctranslate2, load_ct2
 
     with pytest.raises(CT2Error, match="--quantization"):
         export_ctranslate2(BASE, tmp_path / "x", "int4")
@@ -195,7 +195,7 @@ def test_cli_export_and_engine_switch(tmp_path, capsys):
 
 def test_evaluation_scores_with_the_ctranslate2_engine(demo, tiny_cfg):
     from adaptmllm.config import ConfigError, EvalConfig
-    from adaptmllm.pipeline import score_model
+    from adaptmllm.evaluation.scoring import score_model
 
     model, tok, src, ref = demo
     tiny_cfg.eval.num_beams = 1
@@ -210,11 +210,11 @@ def test_evaluation_scores_with_the_ctranslate2_engine(demo, tiny_cfg):
 
 
 def test_playground_engine_serves_an_export(exports):
-    from adaptmllm.playground import Engine
+    from adaptmllm.apps.playground.worker import Engine
 
     eng = Engine.from_path(exports["int8"], SRC, TGT, split_sentences=True, max_batch_tokens=256)
     try:
-        from adaptmllm.demo import general_pairs
+        from adaptmllm.data.demo import general_pairs
 
         src, ref = general_pairs(TGT, 3, seed=5)
         assert eng.translate([" ".join(src)], SRC, TGT, num_beams=2, timeout=120) == [" ".join(ref)]
@@ -233,7 +233,7 @@ def test_cli_evaluate_translates_with_the_ctranslate2_engine(tiny_run, tmp_path,
 
     import logging
 
-    caplog.set_level(logging.INFO, logger="adaptmllm.ct2")
+    caplog.set_level(logging.INFO, logger="adaptmllm.inference.ct2")
     scores, exports = {}, {}
     for engine in ("transformers", "ctranslate2"):
         caplog.clear()
@@ -245,7 +245,7 @@ def test_cli_evaluate_translates_with_the_ctranslate2_engine(tiny_run, tmp_path,
         m = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
         assert m["evaluated_with"]["eval"]["engine"] == engine
         scores[engine] = m["forgetting"]["finetuned"]["chrf"]
-        exports[engine] = [r.getMessage() for r in caplog.records if r.name == "adaptmllm.ct2"]
+        exports[engine] = [r.getMessage() for r in caplog.records if r.name == "adaptmllm.inference.ct2"]
     assert exports["transformers"] == []
     assert any("CTranslate2, int8" in msg for msg in exports["ctranslate2"]), exports
     assert "report.html" in capsys.readouterr().out

@@ -27,9 +27,9 @@ def test_dev_selection_decodes_as_the_test(tiny_run):
     """The dev score that picked the kept checkpoint is the score the test's decoding (eval.num_beams,
     length rule) gives the kept model on the same dev pairs; old code decoded the dev set greedily."""
     from adaptmllm.config import load_config
-    from adaptmllm.metrics import score
-    from adaptmllm.model import load_pretrained
-    from adaptmllm.translate import eval_kwargs, translate_texts
+    from adaptmllm.metrics.corpus import score
+    from adaptmllm.modeling.model import load_pretrained
+    from adaptmllm.inference.translate import eval_kwargs, translate_texts
 
     run_dir, m = tiny_run.run_dir, tiny_run.metrics
     assert m["kept"] == "finetuned", m["verdict"]["text"]
@@ -58,8 +58,9 @@ def _kept_baseline_metrics() -> dict:
 
 
 def test_verdict_opens_with_the_kept_model_and_names_the_discarded_one(tmp_path):
-    from adaptmllm.report import verdict_info, write_metrics, write_model_card, write_report
-    from adaptmllm.report_html import write_html_report
+    from adaptmllm.reporting.summary import verdict_info, write_metrics
+    from adaptmllm.reporting.markdown import write_model_card, write_report
+    from adaptmllm.reporting.html import write_html_report
 
     m = _kept_baseline_metrics()
     v = verdict_info(m)
@@ -78,13 +79,13 @@ def test_verdict_opens_with_the_kept_model_and_names_the_discarded_one(tmp_path)
     card = write_model_card(tmp_path / "model", cfg, m, "tiny", "apache-2.0").read_text()
     front = card.split("---")[1]
     assert "value: 40.4" in front and "value: 43.3" not in front  # model-index: the model in this folder
-    from adaptmllm.notebook import scores_html
+    from adaptmllm.apps.notebook.results import scores_html
 
     assert "Fine-tuned (discarded, not in model/)" in scores_html(written)
 
 
 def test_verdict_of_a_kept_finetuned_model_is_unchanged():
-    from adaptmllm.report import verdict_info
+    from adaptmllm.reporting.summary import verdict_info
 
     m = {**_kept_baseline_metrics(), "kept": "finetuned"}
     assert verdict_info(m)["text"].startswith("Fine-tuning improved chrF++ by 2.9 points")
@@ -94,7 +95,7 @@ def test_verdict_of_a_kept_finetuned_model_is_unchanged():
 def lost_run(tmp_path_factory):
     """A run whose fine-tuning cannot beat the baseline (learning rate ~0): the baseline is kept."""
     from adaptmllm.config import config_from_dict
-    from adaptmllm.pipeline import run
+    from adaptmllm.runs.pipeline import run
 
     d = tiny_dict(tmp_path_factory.mktemp("runs"), "lost")
     d["data"]["demo_train_pairs"] = 300
@@ -142,7 +143,7 @@ def test_plain_generate_reproduces_the_test_translations(tiny_run):
 def test_missing_model_folder_fails_before_the_run_folder(tmp_path, capsys):
     from adaptmllm.cli import main
     from adaptmllm.config import config_from_dict
-    from adaptmllm.pipeline import prepare_run_dir
+    from adaptmllm.runs.run_folder import prepare_run_dir
 
     runs = tmp_path / "runs"
     code = main(["run", "--config", str(REPO / "configs" / "demo.yaml"), "--runs_dir", str(runs), "--name", "x",
@@ -158,14 +159,14 @@ def test_missing_model_folder_fails_before_the_run_folder(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["./missing", "~/no-such-adaptmllm-model", "a/b/c"])
 def test_path_like_names_say_no_such_folder(name):
-    from adaptmllm.model import ModelError, resolve_model
+    from adaptmllm.modeling.model import ModelError, resolve_model
 
     with pytest.raises(ModelError, match=r"model.name_or_path: no such folder: " + name.replace(".", r"\.")):
         resolve_model(name)
 
 
 def test_hub_name_offline_fails_fast_with_hf_download(monkeypatch):
-    from adaptmllm.model import ModelError, load_pretrained
+    from adaptmllm.modeling.model import ModelError, load_pretrained
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     t0 = time.monotonic()
@@ -182,7 +183,7 @@ def test_hub_name_without_network_fails_fast_without_offline_flag(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env.update(HF_ENDPOINT=f"http://127.0.0.1:{free_port()}", HF_HOME=str(tmp_path / "hf"),
                PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
-    code = ("from adaptmllm.model import load_pretrained, ModelError\n"
+    code = ("from adaptmllm.modeling.model import load_pretrained, ModelError\n"
             "try:\n    load_pretrained('someone/not-a-model', 'eng_Latn', 'gle_Latn')\n"
             "except ModelError as e:\n    print(e)\n")
     t0 = time.monotonic()
@@ -265,7 +266,7 @@ def test_a_kill_before_the_rename_leaves_a_temp_file_that_is_swept(tmp_path):
 def test_resumed_run_sweeps_stale_temp_files(lost_run):
     import dataclasses
 
-    from adaptmllm.pipeline import run
+    from adaptmllm.runs.pipeline import run
 
     cfg, first = lost_run
     stale = [first.run_dir / ".report.md.k1ll3d.tmp", first.run_dir / "data" / ".train.eng_Latn.abc123.tmp"]
