@@ -12,10 +12,10 @@ The small public API::
 Heavy libraries (torch, transformers) are imported only when a function needs them.
 
 The public names (``run``, ``translate``, ``score``, ``load_config``, ``Config``...) stay these functions
-and classes whatever else is imported: importing the submodule ``adaptmllm.inference.translate`` (which
-:func:`run` does) would otherwise rebind ``adaptmllm.inference.translate`` to that module. Reach a submodule's
-contents with ``from adaptmllm.inference.translate import translate_texts`` (``import adaptmllm.inference.translate as m``
-gives the function, as ``adaptmllm.inference.translate`` does).
+and classes whatever else is imported: the import system binds an imported submodule as an attribute of
+its package, and before the stage sub-packages ``adaptmllm.translate`` (a module then) replaced the
+function that way after :func:`run`. No top-level module shares a public name now; the guard below keeps
+it so. Reach a module's contents with ``from adaptmllm.inference.translate import translate_texts``.
 """
 
 from __future__ import annotations
