@@ -364,6 +364,64 @@ def test_three_trial_study_with_pruning_writes_every_artefact(tmp_path, one_thre
     assert len(load(d).trials) == 3
 
 
+def test_study_over_model_sizes_gives_each_trial_its_architecture_and_vocabulary(tmp_path, one_thread):
+    """Two 1-epoch trials of the tiny model built from scratch (demo corpus, no demo base) that differ in
+    vocabulary size, width and dropout: each trial's config and model have its sampled sizes, each
+    vocabulary size has its own SentencePiece folder, and best_params.yaml rebuilds the best trial's model."""
+    import transformers
+
+    from adaptmllm.config import load_config
+    from adaptmllm.data.pairs import prepare_data
+    from adaptmllm.runs.hpo.search import run_study
+    from adaptmllm.training.setup import prepare_model
+
+    d = hpo_dict(tmp_path / "runs", "sizes", n_trials=2,
+                 space={"learning_rate": 2e-3, "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1,
+                        "weight_decay": None, "num_train_epochs": 1, "warmup_ratio": 0.0, "label_smoothing": 0.1,
+                        "vocab_size": [200, 300], "d_model": [32, 64], "dropout": [0.1, 0.3]},
+                 enqueue=[{"vocab_size": 200, "d_model": 32, "dropout": 0.1},
+                          {"vocab_size": 300, "d_model": 64, "dropout": 0.3}])
+    d["model"]["tiny"] = {"pretrain": False, "vocab_size": 1000, "d_model": 128, "attention_heads": 2,
+                          "encoder_layers": 1, "decoder_layers": 1, "ffn_dim": 64}
+    d["train"]["num_train_epochs"] = 1
+    result = run_study(d, progress=False)
+    run_dir = tmp_path / "runs" / "sizes"
+    hpo = run_dir / "hpo"
+    assert result.counts["complete"] == 2
+
+    sizes = {}
+    for n, (vocab, width, dropout) in enumerate([(200, 32, 0.1), (300, 64, 0.3)]):
+        tiny = load_config(hpo / f"trial-{n}" / "config.yaml").model.tiny
+        assert (tiny.vocab_size, tiny.d_model, tiny.dropout) == (vocab, width, dropout)
+        assert (tiny.attention_heads, tiny.ffn_dim, tiny.encoder_layers) == (2, 64, 1)  # not searched: kept
+        tok = transformers.AutoTokenizer.from_pretrained(run_dir / f"tokenizer-v{vocab}")
+        sizes[vocab] = len(tok)
+    assert sizes[300] - sizes[200] == 100  # two SentencePiece models (plus the same language codes)
+    assert not (run_dir / "tokenizer").exists()
+    rows = {int(r["number"]): r for r in csv.DictReader((hpo / "trials.csv").open())}
+    assert (rows[1]["param_vocab_size"], rows[1]["param_d_model"], rows[1]["param_dropout"]) == ("300", "64", "0.3")
+
+    # The best model (trial model and best/model) has the best trial's sizes and its own vocabulary.
+    best = result.best_params
+    for folder in (hpo / f"trial-{result.best_trial}" / "model", run_dir / "best" / "model"):
+        arch = json.loads((folder / "config.json").read_text())
+        assert (arch["d_model"], arch["dropout"], arch["vocab_size"]) == (best["d_model"], best["dropout"],
+                                                                          sizes[best["vocab_size"]]), folder
+        assert len(transformers.AutoTokenizer.from_pretrained(folder)) == sizes[best["vocab_size"]]
+
+    # best_params.yaml is a config for `adaptmllm run` that builds the best trial's architecture again.
+    cfg = load_config(hpo / "best_params.yaml")
+    assert (cfg.model.tiny.vocab_size, cfg.model.tiny.d_model, cfg.model.tiny.dropout) == (
+        best["vocab_size"], best["d_model"], best["dropout"])
+    prepared = prepare_data(cfg.data)
+    rebuilt = prepare_model(cfg, prepared.train.src + prepared.train.tgt, tokenizer_dir=tmp_path / "tok",
+                            progress=False).model.config.to_dict()
+    kept = json.loads((run_dir / "best" / "model" / "config.json").read_text())
+    for key in ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
+                "encoder_ffn_dim", "dropout"):
+        assert rebuilt[key] == kept[key], key
+
+
 def _assert_ends_like_every_run(best_dir: Path) -> None:
     """<run>/best holds the files of every run folder (issue 18: one end of a run, runs.run_folder.finish_run):
     before it, a kept best model had no report.html, no significance test and no segments.tsv."""
