@@ -228,6 +228,25 @@ def test_bad_model_search_space_names_the_field_and_the_fix(space, model, field,
     assert message.startswith(field + ":") and all(w in message for w in words), message
 
 
+def test_a_study_started_before_the_model_dims_continues_and_a_changed_space_is_refused(tmp_path):
+    """A study stored by an adaptmllm without the new dimensions (its settings lack the keys) continues
+    when they are left empty; searching one of them in that study is refused, naming it."""
+    from adaptmllm.config import config_from_dict
+    from adaptmllm.runs.hpo.study import HPOError, open_study
+
+    d = hpo_dict(tmp_path / "runs", "old")
+    study = open_study(config_from_dict(d))
+    stored = study.user_attrs["adaptmllm_config"]
+    for key in ("warmup_steps", "lr_scheduler", "vocab_size", "d_model", "encoder_layers", "decoder_layers",
+                "ffn_dim", "attention_heads", "dropout"):
+        del stored["hpo"]["space"][key]
+    study.set_user_attr("adaptmllm_config", stored)  # as the older adaptmllm stored it
+    assert open_study(config_from_dict(d)).study_name == "old"
+    d["hpo"]["space"]["dropout"] = [0.1, 0.3]
+    with pytest.raises(HPOError, match=r"hpo\.space\.dropout \(None -> \{'choices': \[0\.1, 0\.3\]\}\)"):
+        open_study(config_from_dict(d))
+
+
 def test_model_search_space_that_divides_is_accepted():
     from adaptmllm.config import config_from_dict
 
