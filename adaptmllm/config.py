@@ -945,7 +945,7 @@ def _int_values(spec: Any, default: int) -> Optional[list[int]]:
     return None if (high - low) // step > _MAX_ENUMERATED else list(range(low, high + 1, step))
 
 
-def check_hpo_model(config: Any) -> None:
+def check_hpo_model(config: Config) -> None:
     """Check ``hpo.space``'s model dimensions against ``config.model`` (a :class:`Config`).
 
     The ``model.tiny`` dimensions (vocab_size, d_model, encoder_layers, decoder_layers, ffn_dim,
