@@ -24,7 +24,8 @@ from adaptmllm.languages import LANGUAGES, LanguageError, check_code
 __all__ = ["MODEL_FAMILIES", "PRETRAINED_PRESET", "PRETRAINED_MAX_LR", "model_family", "model_preset",
     "check_model_name", "learning_rate_warning", "ConfigError", "DataConfig", "direction_name", "TinyModelConfig",
     "ModelConfig", "LoraConfig", "FreezeConfig", "TrainConfig", "DeepSpeedConfig", "EvalConfig", "GreenConfig",
-    "ServeConfig", "SearchSpaceConfig", "HPOConfig", "check_search_dim", "check_run_name", "check_storage_url",
+    "ServeConfig", "SearchSpaceConfig", "HPOConfig", "HPO_DIMENSIONS", "HPO_SECTIONS", "check_search_dim",
+    "check_hpo_model", "check_run_name", "check_storage_url",
     "mask_storage_url", "Config", "load_config", "save_config", "config_from_dict", "config_to_dict", "MQM_PRESETS",
     "mqm_weights"]
 
@@ -736,12 +737,29 @@ HPO_DIMENSIONS: dict[str, str] = {
     "weight_decay": "float",
     "num_train_epochs": "number",
     "warmup_ratio": "float",
+    "warmup_steps": "int",
+    "lr_scheduler": "choice",
     "label_smoothing": "float",
     "precision": "choice",
+    "vocab_size": "int",
+    "d_model": "int",
+    "encoder_layers": "int",
+    "decoder_layers": "int",
+    "ffn_dim": "int",
+    "attention_heads": "int",
+    "dropout": "float",
 }
-"""The searchable ``train.*`` fields and their kind: ``int`` (integer range or choices), ``float``
-(real range or choices), ``number`` (an integer range when both bounds are integers, else real) and
-``choice`` (choices only)."""
+"""The searchable fields and their kind: ``int`` (integer range or choices), ``float`` (real range or
+choices), ``number`` (an integer range when both bounds are integers, else real) and ``choice`` (choices
+only). Each dimension is named after the field it sets (see :data:`HPO_SECTIONS`): the names of
+``train.*`` and ``model.tiny.*`` do not overlap, so ``hpo.space`` stays one flat mapping that reads like
+the fields it sets (``hpo.space.d_model`` sets ``model.tiny.d_model``)."""
+HPO_SECTIONS: dict[str, str] = {dim: "train" for dim in HPO_DIMENSIONS} | {
+    dim: "model.tiny" for dim in ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "ffn_dim",
+                                  "attention_heads", "dropout")}
+"""The section each search dimension sets: ``train`` or ``model.tiny`` (the sizes of the tiny model
+built from scratch, which only ``model.name_or_path: tiny`` has)."""
+_HPO_CHOICES = {"precision": PRECISIONS, "lr_scheduler": LR_SCHEDULERS}
 _RANGE_KEYS = ("low", "high", "log", "step")
 
 
@@ -759,34 +777,42 @@ def _as_number(value: Any, name: str) -> Any:
     return value
 
 
-def _check_train_value(dim: str, value: Any, name: str) -> Any:
-    """Check one value of a search dimension as ``train.<dim>`` would be checked; errors name ``name``."""
+def _check_dim_value(dim: str, value: Any, name: str) -> Any:
+    """Check one value of a search dimension as its field (``train.<dim>`` or ``model.tiny.<dim>``, see
+    :data:`HPO_SECTIONS`) would be checked; errors name ``name``. ``d_model`` and ``attention_heads`` are
+    checked alone here (each > 0); whether every sampled pair divides is :func:`check_hpo_model`'s."""
     kind = HPO_DIMENSIONS[dim]
     if kind == "choice":
-        _check(isinstance(value, str), name, f"expected one of {PRECISIONS}, got {value!r}")
+        _check(isinstance(value, str), name, f"expected one of {_HPO_CHOICES[dim]}, got {value!r}")
     else:
         value = _as_number(value, name)
         if kind == "int":
             _check(isinstance(value, int) or float(value).is_integer(), name, f"must be a whole number, got {value!r}")
             value = int(value)
     try:
-        TrainConfig(**{dim: value})
+        if HPO_SECTIONS[dim] == "train":
+            TrainConfig(**{dim: value})
+        else:  # a width/head pair that divides, so that only this value is judged
+            partner = {"d_model": {"attention_heads": 1}, "attention_heads": {"d_model": value}}.get(dim, {})
+            TinyModelConfig(**{dim: value, **partner})
     except ConfigError as e:
         raise ConfigError(f"{name}: {str(e).split(': ', 1)[-1]}") from None
     return value
 
 
 def check_search_dim(dim: str, spec: Any, prefix: str = "hpo.space") -> Any:
-    """Validate and normalise one search-space entry of ``train.<dim>``; returns the normalised entry.
+    """Validate and normalise one search-space entry of ``train.<dim>`` or ``model.tiny.<dim>`` (see
+    :data:`HPO_SECTIONS`); returns the normalised entry.
 
-    An entry is ``None`` (keep ``train.<dim>``), a fixed value (``3e-5``), a range mapping
+    An entry is ``None`` (keep the field's value), a fixed value (``3e-5``), a range mapping
     ``{low, high, log?, step?}`` or a choices mapping ``{choices: [...]}`` (a plain list is read as
     choices). Numeric strings (YAML's ``1e-5``) become numbers.
 
     Raises:
         ConfigError: naming the entry (``hpo.space.learning_rate.low``) and the fix: an unknown
             key, low > high, a log range with low <= 0, a non-integer bound of an integer field, an
-            unknown precision, or a value ``train.<dim>`` would refuse.
+            unknown precision or learning-rate schedule, or a value the field would refuse
+            (``hpo.space.dropout.high: must be in [0, 1)``).
     """
     name = f"{prefix}.{dim}"
     kind = HPO_DIMENSIONS[dim]
@@ -795,7 +821,7 @@ def check_search_dim(dim: str, spec: Any, prefix: str = "hpo.space") -> Any:
     if isinstance(spec, (list, tuple)):
         spec = {"choices": list(spec)}
     if not isinstance(spec, dict):
-        return _check_train_value(dim, spec, name)
+        return _check_dim_value(dim, spec, name)
     spec = dict(spec)
     if "choices" in spec:
         extra = [k for k in spec if k != "choices"]
@@ -804,18 +830,20 @@ def check_search_dim(dim: str, spec: Any, prefix: str = "hpo.space") -> Any:
         choices = spec["choices"]
         _check(isinstance(choices, (list, tuple)) and len(choices) > 0, f"{name}.choices",
                "must be a non-empty list, e.g. [8, 16, 32]")
-        values = [_check_train_value(dim, v, f"{name}.choices[{i}]") for i, v in enumerate(choices)]
+        values = [_check_dim_value(dim, v, f"{name}.choices[{i}]") for i, v in enumerate(choices)]
         _check(len(set(map(repr, values))) == len(values), f"{name}.choices", f"{values} repeats a value")
         return {"choices": values}
     unknown = [k for k in spec if k not in _RANGE_KEYS]
     if unknown:
         raise ConfigError(f"{name}.{unknown[0]}: unknown key; a range has low, high and optionally log or "
                           "step, a list of values has choices")
-    _check(kind != "choice", name, f"{dim} takes choices, e.g. {{choices: [bf16, fp32]}}, not a range")
+    if kind == "choice":
+        raise ConfigError(f"{name}: {dim} takes choices, e.g. {{choices: [{', '.join(_HPO_CHOICES[dim][1:3])}]}}, "
+                          "not a range")
     for key in ("low", "high"):
         _check(key in spec, f"{name}.{key}", "missing: a range needs low and high, e.g. {low: 1e-5, high: 9e-5}")
-    low = _check_train_value(dim, spec["low"], f"{name}.low")
-    high = _check_train_value(dim, spec["high"], f"{name}.high")
+    low = _check_dim_value(dim, spec["low"], f"{name}.low")
+    high = _check_dim_value(dim, spec["high"], f"{name}.high")
     _check(low <= high, f"{name}.low", f"low {low} > high {high}; swap them")
     log = spec.get("log", False)
     _check(isinstance(log, bool), f"{name}.log", f"must be true or false, got {log!r}")
@@ -833,11 +861,17 @@ def check_search_dim(dim: str, spec: Any, prefix: str = "hpo.space") -> Any:
 
 @dataclass
 class SearchSpaceConfig:
-    """The hyperparameter search space over ``train.*`` fields; adaptMLLM's dimensions by default.
+    """The hyperparameter search space over ``train.*`` fields and, for the tiny model built from scratch,
+    ``model.tiny.*`` sizes; adaptMLLM's ``train.*`` dimensions by default, the others not searched.
 
-    Each entry is a fixed value (``learning_rate: 3e-5``), a range (``{low: 1e-5, high: 9e-5, log:
-    true}``, optionally ``step``), or choices (``{choices: [8, 16, 32]}`` or just ``[8, 16, 32]``).
-    Empty (null) keeps the value of ``train.<field>``."""
+    Each entry is named after the field it sets (``hpo.space.d_model`` sets ``model.tiny.d_model``:
+    the names of the two sections do not overlap, so the space stays one flat, readable mapping; see
+    :data:`HPO_SECTIONS`). Each entry is a fixed value (``learning_rate: 3e-5``), a range (``{low:
+    1e-5, high: 9e-5, log: true}``, optionally ``step``), or choices (``{choices: [8, 16, 32]}`` or just
+    ``[8, 16, 32]``). Empty (null) keeps the value of the field. The model dimensions need
+    ``model.name_or_path: tiny``, and every sampled d_model must be divisible by every sampled
+    attention_heads: both are refused when the config is loaded (:func:`check_hpo_model`), never
+    met by a trial."""
 
     learning_rate: Any = field(default_factory=lambda: {"low": 1e-5, "high": 9e-5, "log": True})
     """Peak learning rate: log-uniform range (adaptMLLM's slider: 1e-5 to 9e-5; the tiny demo needs ~1e-3)."""
@@ -856,6 +890,29 @@ class SearchSpaceConfig:
     precision: Any = field(default_factory=lambda: {"choices": ["bf16", "fp16", "fp32"]})
     """Precision choices among bf16, fp16, fp32 (auto); those this machine cannot run are dropped
     (a CPU runs fp32 only), so on a CPU precision is not searched."""
+    warmup_steps: Any = None
+    """train.warmup_steps: optimizer steps of warm-up, e.g. {low: 100, high: 800, step: 100} (when > 0 it
+    replaces warmup_ratio). Empty: not searched."""
+    lr_scheduler: Any = None
+    """train.lr_scheduler choices among linear, inverse_sqrt, cosine, constant. Empty: not searched."""
+    vocab_size: Any = None
+    """model.tiny.vocab_size (SentencePiece pieces), e.g. [1000, 2000, 4000]: each size gets its own
+    SentencePiece model in <run folder>/tokenizer-v<size>/, trained once and shared by the trials of that
+    size. Tiny model only. Empty: not searched."""
+    d_model: Any = None
+    """model.tiny.d_model (hidden size), e.g. [128, 256]; each must be divisible by every attention_heads
+    value. Tiny model only. Empty: not searched."""
+    encoder_layers: Any = None
+    """model.tiny.encoder_layers, e.g. {low: 2, high: 4}. Tiny model only. Empty: not searched."""
+    decoder_layers: Any = None
+    """model.tiny.decoder_layers, e.g. {low: 2, high: 4}. Tiny model only. Empty: not searched."""
+    ffn_dim: Any = None
+    """model.tiny.ffn_dim (feed-forward inner size), e.g. [512, 1024]. Tiny model only. Empty: not searched."""
+    attention_heads: Any = None
+    """model.tiny.attention_heads, e.g. [4, 8]; must divide every d_model value. Tiny model only. Empty:
+    not searched."""
+    dropout: Any = None
+    """model.tiny.dropout probability, e.g. {low: 0.1, high: 0.4}. Tiny model only. Empty: not searched."""
 
     def __post_init__(self) -> None:
         for dim in HPO_DIMENSIONS:
@@ -864,6 +921,67 @@ class SearchSpaceConfig:
     def searched(self) -> list[str]:
         """Names of the dimensions given as a range or choices (the others are fixed or kept)."""
         return [d for d in HPO_DIMENSIONS if isinstance(getattr(self, d), dict)]
+
+    def model_dims(self) -> list[str]:
+        """Names of the ``model.tiny`` dimensions that are set (fixed, a range or choices)."""
+        return [d for d in HPO_DIMENSIONS if HPO_SECTIONS[d] == "model.tiny" and getattr(self, d) is not None]
+
+
+_MAX_ENUMERATED = 100_000
+
+
+def _int_values(spec: Any, default: int) -> Optional[list[int]]:
+    """Every value an integer dimension may take (``None``: the field's ``default``), or None when too many."""
+    if spec is None:
+        return [default]
+    if not isinstance(spec, dict):
+        return [spec]
+    if "choices" in spec:
+        return list(spec["choices"])
+    low, high = spec["low"], spec["high"]
+    if spec.get("log"):
+        return None if high - low > _MAX_ENUMERATED else list(range(low, high + 1))  # Optuna's int log range
+    step = spec.get("step", 1)
+    return None if (high - low) // step > _MAX_ENUMERATED else list(range(low, high + 1, step))
+
+
+def check_hpo_model(config: Config) -> None:
+    """Check ``hpo.space``'s model dimensions against ``config.model`` (a :class:`Config`).
+
+    The ``model.tiny`` dimensions (vocab_size, d_model, encoder_layers, decoder_layers, ffn_dim,
+    attention_heads, dropout) size the tiny model built from scratch, so they need ``model.name_or_path:
+    tiny``. Every d_model a trial may sample must be divisible by every attention_heads it may sample
+    (with ``model.tiny``'s value for the one not searched): an invalid pair is refused here, when the
+    config is loaded, rather than met by a trial, so a study never crashes or wastes a trial on it.
+
+    Raises:
+        ConfigError: naming ``hpo.space.<dim>``, the model and the fix.
+    """
+    space, model = config.hpo.space, config.model
+    dims = space.model_dims()
+    if dims and model.name_or_path != "tiny":
+        raise ConfigError(f"hpo.space.{dims[0]}: searches model.tiny.{dims[0]}, which only sizes the tiny model built "
+                          f"from scratch, but model.name_or_path is {model.name_or_path!r} (a pretrained model keeps "
+                          f"its sizes); set hpo.space.{dims[0]} to null, or use model.name_or_path: tiny")
+    if space.d_model is None and space.attention_heads is None:
+        return
+    widths = _int_values(space.d_model, model.tiny.d_model)
+    heads = _int_values(space.attention_heads, model.tiny.attention_heads)
+    for dim, values in (("d_model", widths), ("attention_heads", heads)):
+        _check(values is not None, f"hpo.space.{dim}", f"a range of more than {_MAX_ENUMERATED} values; give choices")
+    bad = next(((w, h) for w in widths for h in heads if w % h), None)
+    if bad is None:
+        return
+    if space.d_model is None:
+        dim, fix = "attention_heads", f"give attention_heads values that divide model.tiny.d_model {bad[0]}"
+    elif space.attention_heads is None:
+        dim, fix = "d_model", (f"give d_model values that model.tiny.attention_heads {bad[1]} divides: choices, or a "
+                               f"range whose low and step are multiples of it, e.g. {{low: 128, high: 512, step: 128}}")
+    else:
+        dim, fix = "attention_heads", ("give d_model values that every attention_heads value divides, e.g. "
+                                       "d_model: [128, 256] with attention_heads: [4, 8]")
+    raise ConfigError(f"hpo.space.{dim}: a trial could get d_model {bad[0]} with attention_heads {bad[1]}, which does "
+                      f"not divide it; {fix}")
 
 
 @dataclass
@@ -877,7 +995,7 @@ class HPOConfig:
     timeout: Optional[float] = None
     """Stop starting new trials after this many seconds (this process; the running trial finishes). Empty: no limit."""
     space: SearchSpaceConfig = field(default_factory=SearchSpaceConfig)
-    """The search space (train.* fields)."""
+    """The search space (train.* fields, and the tiny model's sizes model.tiny.*)."""
     sampler: str = "tpe"
     """How trials are proposed: tpe (Optuna's default, Bayesian) or random."""
     seed: Optional[int] = None
@@ -942,7 +1060,7 @@ class HPOConfig:
             for key, value in params.items():
                 _check(key in searched, f"hpo.enqueue[{i}].{key}",
                        f"not a searched dimension; searched: {', '.join(searched) or 'none'}")
-                params[key] = _check_train_value(key, value, f"hpo.enqueue[{i}].{key}")
+                params[key] = _check_dim_value(key, value, f"hpo.enqueue[{i}].{key}")
 
 
 @dataclass
@@ -976,6 +1094,7 @@ class Config:
             v = getattr(self, f.name)
             if isinstance(v, dict) and isinstance(f.default_factory, type):
                 setattr(self, f.name, build_section(f.default_factory, v, f.name))
+        check_hpo_model(self)
 
     @property
     def run_dir(self) -> Path:

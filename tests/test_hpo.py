@@ -151,6 +151,109 @@ def test_default_space_is_adaptmllms():
     assert s.weight_decay["low"] == 0.01 and s.weight_decay["high"] == 2.0
     assert set(s.searched()) == {"learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps",
                                  "weight_decay", "num_train_epochs", "warmup_ratio", "label_smoothing", "precision"}
+    # The tiny model's sizes and the warm-up steps / schedule are searchable but not searched by default.
+    assert s.model_dims() == [] and s.warmup_steps is None and s.lr_scheduler is None
+
+
+# The model.tiny dimensions (issue 20: what matters for a model trained from scratch on a CPU), with
+# the values a FixedTrial gives them; the train dimensions warmup_steps and lr_scheduler beside them.
+MODEL_SPACE = {"vocab_size": [1000, 2000], "d_model": [64, 128], "encoder_layers": {"low": 1, "high": 3},
+               "decoder_layers": {"low": 1, "high": 3}, "ffn_dim": [128, 256], "attention_heads": [2, 4],
+               "dropout": {"low": 0.1, "high": 0.4}, "warmup_steps": {"low": 0, "high": 400, "step": 100},
+               "lr_scheduler": ["linear", "inverse_sqrt"]}
+MODEL_PARAMS = {"vocab_size": 2000, "d_model": 128, "encoder_layers": 3, "decoder_layers": 2, "ffn_dim": 256,
+                "attention_heads": 4, "dropout": 0.3, "warmup_steps": 300, "lr_scheduler": "inverse_sqrt"}
+
+
+def test_suggest_puts_model_dims_into_model_tiny_and_train_dims_into_train(tiny_cfg):
+    from adaptmllm.config import HPO_SECTIONS, config_from_dict, config_to_dict
+    from adaptmllm.runs.hpo.space import suggest, tokenizer_dir
+
+    d = config_to_dict(tiny_cfg)
+    d["hpo"]["space"] = {**d["hpo"]["space"], **MODEL_SPACE}
+    cfg = config_from_dict(d)
+    fixed = {"learning_rate": 3e-5, "per_device_train_batch_size": 16, "gradient_accumulation_steps": 4,
+             "weight_decay": 0.1, "num_train_epochs": 3, "warmup_ratio": 0.1, "label_smoothing": 0.1}
+    out = suggest(optuna.trial.FixedTrial({**fixed, **MODEL_PARAMS}), cfg)
+    for dim in ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "ffn_dim", "attention_heads", "dropout"):
+        assert HPO_SECTIONS[dim] == "model.tiny" and getattr(out.model.tiny, dim) == MODEL_PARAMS[dim], dim
+        assert not hasattr(out.train, dim), dim
+    assert out.train.warmup_steps == 300 and out.train.lr_scheduler == "inverse_sqrt"
+    assert HPO_SECTIONS["warmup_steps"] == HPO_SECTIONS["lr_scheduler"] == "train"
+    # what is not searched keeps its value; the input config is untouched
+    assert out.model.tiny.max_position_embeddings == cfg.model.tiny.max_position_embeddings
+    assert out.model.name_or_path == "tiny" and cfg.model.tiny.d_model == 128 and cfg.model.tiny.vocab_size == 1000
+    # each vocabulary size has its own SentencePiece folder; a study without vocab_size keeps tokenizer/
+    assert tokenizer_dir(out) == cfg.run_dir / "tokenizer-v2000"
+    assert tokenizer_dir(tiny_cfg) == tiny_cfg.run_dir / "tokenizer"
+
+    # The distributions a real trial gets.
+    trial = optuna.create_study(direction="maximize").ask()
+    sampled = suggest(trial, cfg)
+    dist = trial.distributions
+    assert dist["vocab_size"].choices == (1000, 2000) and dist["lr_scheduler"].choices == ("linear", "inverse_sqrt")
+    assert isinstance(dist["encoder_layers"], optuna.distributions.IntDistribution)
+    assert isinstance(dist["warmup_steps"], optuna.distributions.IntDistribution) and dist["warmup_steps"].step == 100
+    assert isinstance(dist["dropout"], optuna.distributions.FloatDistribution)
+    assert sampled.model.tiny.d_model % sampled.model.tiny.attention_heads == 0
+    assert 0.1 <= sampled.model.tiny.dropout <= 0.4 and 1 <= sampled.model.tiny.encoder_layers <= 3
+
+
+@pytest.mark.parametrize("space, model, field, words", [
+    # a model dimension with a pretrained model: those sizes only build the tiny model from scratch
+    ({"d_model": [128, 256]}, {"name_or_path": "facebook/nllb-200-distilled-600M"}, "hpo.space.d_model",
+     ("model.name_or_path", "tiny", "null")),
+    ({"vocab_size": 2000}, {"name_or_path": "facebook/nllb-200-distilled-600M"}, "hpo.space.vocab_size",
+     ("model.name_or_path", "tiny")),
+    # values their model.tiny / train field would refuse
+    ({"dropout": {"low": 0.1, "high": 1.0}}, {}, "hpo.space.dropout.high", ("[0, 1)",)),
+    ({"vocab_size": [50, 1000]}, {}, "hpo.space.vocab_size.choices[0]", (">= 100",)),
+    ({"encoder_layers": {"low": 0, "high": 3}}, {}, "hpo.space.encoder_layers.low", ("> 0",)),
+    ({"decoder_layers": {"low": 1.5, "high": 3}}, {}, "hpo.space.decoder_layers.low", ("whole number",)),
+    ({"ffn_dim": {"low": 512, "high": 128}}, {}, "hpo.space.ffn_dim.low", ("swap",)),
+    ({"warmup_steps": {"low": -100, "high": 400}}, {}, "hpo.space.warmup_steps.low", (">= 0",)),
+    ({"lr_scheduler": ["linear", "cosin"]}, {}, "hpo.space.lr_scheduler.choices[1]", ("inverse_sqrt",)),
+    ({"lr_scheduler": {"low": 0, "high": 1}}, {}, "hpo.space.lr_scheduler", ("choices",)),
+    # attention_heads that do not divide every d_model a trial could get: refused before any trial
+    ({"d_model": [128, 250], "attention_heads": [4, 8]}, {}, "hpo.space.attention_heads", ("d_model 250", "divide")),
+    ({"attention_heads": [3, 4]}, {}, "hpo.space.attention_heads", ("attention_heads 3", "model.tiny.d_model 128")),
+    ({"d_model": {"low": 64, "high": 256}}, {}, "hpo.space.d_model", ("d_model 65", "step")),
+])
+def test_bad_model_search_space_names_the_field_and_the_fix(space, model, field, words):
+    from adaptmllm.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({"hpo": {"space": space}, "model": model})
+    message = str(e.value)
+    assert message.startswith(field + ":") and all(w in message for w in words), message
+
+
+def test_a_study_started_before_the_model_dims_continues_and_a_changed_space_is_refused(tmp_path):
+    """A study stored by an adaptmllm without the new dimensions (its settings lack the keys) continues
+    when they are left empty; searching one of them in that study is refused, naming it."""
+    from adaptmllm.config import config_from_dict
+    from adaptmllm.runs.hpo.study import HPOError, open_study
+
+    d = hpo_dict(tmp_path / "runs", "old")
+    study = open_study(config_from_dict(d))
+    stored = study.user_attrs["adaptmllm_config"]
+    for key in ("warmup_steps", "lr_scheduler", "vocab_size", "d_model", "encoder_layers", "decoder_layers",
+                "ffn_dim", "attention_heads", "dropout"):
+        del stored["hpo"]["space"][key]
+    study.set_user_attr("adaptmllm_config", stored)  # as the older adaptmllm stored it
+    assert open_study(config_from_dict(d)).study_name == "old"
+    d["hpo"]["space"]["dropout"] = [0.1, 0.3]
+    with pytest.raises(HPOError, match=r"hpo\.space\.dropout \(None -> \{'choices': \[0\.1, 0\.3\]\}\)"):
+        open_study(config_from_dict(d))
+
+
+def test_model_search_space_that_divides_is_accepted():
+    from adaptmllm.config import config_from_dict
+
+    cfg = config_from_dict({"hpo": {"space": {"d_model": {"low": 128, "high": 512, "step": 128},
+                                              "attention_heads": [4, 8], "dropout": [0.1, 0.3]}}})
+    assert cfg.hpo.space.model_dims() == ["d_model", "attention_heads", "dropout"]
+    assert cfg.hpo.space.d_model == {"low": 128, "high": 512, "log": False, "step": 128}
 
 
 @pytest.mark.parametrize("space, field", [
@@ -162,7 +265,7 @@ def test_default_space_is_adaptmllms():
     ({"warmup_ratio": {"low": 0.0, "high": 1.5}}, "hpo.space.warmup_ratio.high"),
     ({"learning_rate": {"low": 1e-5, "hihg": 1e-4}}, "hpo.space.learning_rate.hihg"),
     ({"learning_rate": {"low": "fast", "high": 1e-4}}, "hpo.space.learning_rate.low"),
-    ({"dropout": {"low": 0.0, "high": 0.3}}, "hpo.space.dropout"),
+    ({"dropout": {"low": 0.0, "high": 1.0}}, "hpo.space.dropout.high"),
 ])
 def test_bad_search_space_names_the_field(space, field):
     from adaptmllm.config import ConfigError, config_from_dict
@@ -278,6 +381,64 @@ def test_three_trial_study_with_pruning_writes_every_artefact(tmp_path, one_thre
     # Running the same command again finds the study finished: nothing is rerun.
     assert main(argv) == 0
     assert len(load(d).trials) == 3
+
+
+def test_study_over_model_sizes_gives_each_trial_its_architecture_and_vocabulary(tmp_path, one_thread):
+    """Two 1-epoch trials of the tiny model built from scratch (demo corpus, no demo base) that differ in
+    vocabulary size, width and dropout: each trial's config and model have its sampled sizes, each
+    vocabulary size has its own SentencePiece folder, and best_params.yaml rebuilds the best trial's model."""
+    import transformers
+
+    from adaptmllm.config import load_config
+    from adaptmllm.data.pairs import prepare_data
+    from adaptmllm.runs.hpo.search import run_study
+    from adaptmllm.training.setup import prepare_model
+
+    d = hpo_dict(tmp_path / "runs", "sizes", n_trials=2,
+                 space={"learning_rate": 2e-3, "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1,
+                        "weight_decay": None, "num_train_epochs": 1, "warmup_ratio": 0.0, "label_smoothing": 0.1,
+                        "vocab_size": [200, 300], "d_model": [32, 64], "dropout": [0.1, 0.3]},
+                 enqueue=[{"vocab_size": 200, "d_model": 32, "dropout": 0.1},
+                          {"vocab_size": 300, "d_model": 64, "dropout": 0.3}])
+    d["model"]["tiny"] = {"pretrain": False, "vocab_size": 1000, "d_model": 128, "attention_heads": 2,
+                          "encoder_layers": 1, "decoder_layers": 1, "ffn_dim": 64}
+    d["train"]["num_train_epochs"] = 1
+    result = run_study(d, progress=False)
+    run_dir = tmp_path / "runs" / "sizes"
+    hpo = run_dir / "hpo"
+    assert result.counts["complete"] == 2
+
+    sizes = {}
+    for n, (vocab, width, dropout) in enumerate([(200, 32, 0.1), (300, 64, 0.3)]):
+        tiny = load_config(hpo / f"trial-{n}" / "config.yaml").model.tiny
+        assert (tiny.vocab_size, tiny.d_model, tiny.dropout) == (vocab, width, dropout)
+        assert (tiny.attention_heads, tiny.ffn_dim, tiny.encoder_layers) == (2, 64, 1)  # not searched: kept
+        tok = transformers.AutoTokenizer.from_pretrained(run_dir / f"tokenizer-v{vocab}")
+        sizes[vocab] = len(tok)
+    assert sizes[300] - sizes[200] == 100  # two SentencePiece models (plus the same language codes)
+    assert not (run_dir / "tokenizer").exists()
+    rows = {int(r["number"]): r for r in csv.DictReader((hpo / "trials.csv").open())}
+    assert (rows[1]["param_vocab_size"], rows[1]["param_d_model"], rows[1]["param_dropout"]) == ("300", "64", "0.3")
+
+    # The best model (trial model and best/model) has the best trial's sizes and its own vocabulary.
+    best = result.best_params
+    for folder in (hpo / f"trial-{result.best_trial}" / "model", run_dir / "best" / "model"):
+        arch = json.loads((folder / "config.json").read_text())
+        assert (arch["d_model"], arch["dropout"], arch["vocab_size"]) == (best["d_model"], best["dropout"],
+                                                                          sizes[best["vocab_size"]]), folder
+        assert len(transformers.AutoTokenizer.from_pretrained(folder)) == sizes[best["vocab_size"]]
+
+    # best_params.yaml is a config for `adaptmllm run` that builds the best trial's architecture again.
+    cfg = load_config(hpo / "best_params.yaml")
+    assert (cfg.model.tiny.vocab_size, cfg.model.tiny.d_model, cfg.model.tiny.dropout) == (
+        best["vocab_size"], best["d_model"], best["dropout"])
+    prepared = prepare_data(cfg.data)
+    rebuilt = prepare_model(cfg, prepared.train.src + prepared.train.tgt, tokenizer_dir=tmp_path / "tok",
+                            progress=False).model.config.to_dict()
+    kept = json.loads((run_dir / "best" / "model" / "config.json").read_text())
+    for key in ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
+                "encoder_ffn_dim", "dropout"):
+        assert rebuilt[key] == kept[key], key
 
 
 def _assert_ends_like_every_run(best_dir: Path) -> None:

@@ -21,7 +21,7 @@ from adaptmllm.io import atomic_write_json
 from adaptmllm.modeling.model import forced_bos_token_id, load_pretrained, set_generation_config
 from adaptmllm.reporting.plots import plot_history
 from adaptmllm.reporting.summary import build_metrics
-from adaptmllm.runs.hpo.space import suggest
+from adaptmllm.runs.hpo.space import suggest, tokenizer_dir
 from adaptmllm.runs.hpo.study import RankSync, Timer, study_best
 from adaptmllm.runs.pipeline import run
 from adaptmllm.runs.run_folder import RunResult, dev_better, finish_run
@@ -96,8 +96,8 @@ def finalize_best(study: Any, config: Config, prepared: Any, progress: bool, tim
         texts = prepared.train.src + prepared.train.tgt
 
         def base_bundle() -> Any:
-            return prepare_model(cfg, texts, tokenizer_dir=config.run_dir / "tokenizer", progress=False,
-                                 reuse_tokenizer=True)
+            # the untouched model of the best trial's sizes, over that trial's own vocabulary
+            return prepare_model(cfg, texts, tokenizer_dir=tokenizer_dir(cfg), progress=False, reuse_tokenizer=True)
 
         base = base_bundle()
         base_model, licence = base.base_model, base.licence

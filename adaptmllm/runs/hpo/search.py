@@ -9,10 +9,13 @@ its missing heartbeat and retried) and is shared by every worker process or mach
 the same storage. A run folder ``<runs_dir>/<name>/`` holds::
 
     data/, tokenizer/        the splits (and the tiny model's vocabulary), shared by the trials
+    tokenizer-v<size>/       instead of tokenizer/ when hpo.space.vocab_size is set: one
+                             SentencePiece model per vocabulary size, shared by the trials of that size
     hpo/study.db             the SQLite study (default storage)
     hpo/study_config.yaml    the config the study was started with
-    hpo/trial-<n>/           per trial: config.yaml, history.json, green/emissions.csv,
-                             model/ (best trial only; checkpoints are deleted after each trial)
+    hpo/trial-<n>/           per trial: config.yaml (its sampled train.* and model.tiny.* values),
+                             history.json, green/emissions.csv, model/ (best trial only, with its own
+                             tokenizer; checkpoints are deleted after each trial)
     hpo/trials.csv           one row per trial: state, dev score, parameters, time, energy, memory
     hpo/best_params.yaml     the best trial's config (``adaptmllm run --config`` loads it)
     hpo/green.json           energy (kWh) and emissions (kgCO2eq) per trial and the study's total
@@ -213,6 +216,11 @@ def run_study(config: Config | dict, progress: bool = True) -> Optional[StudyRes
     if not isinstance(config, Config):
         raise ConfigError(f"config: expected adaptmllm.Config or a dict, got {type(config).__name__}")
 
+    if config.hpo.space.model_dims() and config.data.train is None and config.model.tiny.pretrain:
+        log.warning("hpo.space.%s: the demo's tiny model starts from the demo base, which is pretrained once per "
+                    "set of model.tiny sizes (about two minutes each on 2 CPU cores, then cached); set "
+                    "model.tiny.pretrain false to train each trial's model from scratch instead",
+                    config.hpo.space.model_dims()[0])
     sync = None
     if world_size() > 1:  # several processes train each trial: rank 0 alone talks to the storage
         _check_multi_process(config)

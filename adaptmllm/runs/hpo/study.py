@@ -198,7 +198,7 @@ def open_study(config: Config, n_existing_hint: int = 0) -> Any:
     if theirs is None:
         study.set_user_attr("adaptmllm_config", mine)
         study.set_user_attr("metric", config.train.metric_for_best_model)
-    elif theirs != mine:
+    elif _diff(theirs, mine):  # a field missing from a study of an older adaptmllm counts as empty (None)
         raise HPOError(f"hpo: the study {study.study_name!r} in {masked_url(url)} was started with other settings: "
                        f"{', '.join(_diff(theirs, mine))}. Use the same settings to continue it, another "
                        "--hpo.study_name (or --name) for a new study, or --overwrite true to start it over")

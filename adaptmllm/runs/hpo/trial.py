@@ -20,7 +20,7 @@ from adaptmllm.hardware import PeakMemory, free_memory, rss_mb
 from adaptmllm.inference.translate import generation_settings
 from adaptmllm.io import atomic_write_json, temporary_env
 from adaptmllm.modeling.model import ModelError
-from adaptmllm.runs.hpo.space import suggest
+from adaptmllm.runs.hpo.space import suggest, tokenizer_dir
 from adaptmllm.runs.hpo.study import HPOError, RankSync, Timer, locked, study_best
 from adaptmllm.runs.run_folder import RunFolderError
 from adaptmllm.training.deepspeed import consolidated_model
@@ -198,7 +198,7 @@ class Objective:
         prepared = self.prepared
         with timer("model"), locked(self.hpo_dir / ".lock"):
             bundle = prepare_model(cfg, prepared.train.src + prepared.train.tgt,
-                                   tokenizer_dir=cfg.run_dir / "tokenizer", progress=False, reuse_tokenizer=True)
+                                   tokenizer_dir=tokenizer_dir(cfg), progress=False, reuse_tokenizer=True)
         pruning = trainer_callback(PruningCallback, trial, self.metric, self.sync)
         memory = PeakMemory()
         trainer = result = None
