@@ -26,7 +26,7 @@ from adaptmllm.apps.playground.app import serve
 from adaptmllm.apps.playground.auth import AuthError, ShareError, check_share
 from adaptmllm.config import (CT2_QUANTIZATIONS, Config, ConfigError, DataConfig, ServeConfig, config_from_dict,
                               mqm_weights, read_config_file, yaml_line)
-from adaptmllm.data.pairs import DataError, decode_text, load_pairs, read_text
+from adaptmllm.data.readers import DataError, decode_text, load_pairs, read_text
 from adaptmllm.evaluation.human import DB_NAME, HumanEvalError
 from adaptmllm.evaluation.human_report import write_report
 from adaptmllm.evaluation.scoring import EvaluationError

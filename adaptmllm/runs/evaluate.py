@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from adaptmllm.config import Config, config_from_dict, config_to_dict, load_config
-from adaptmllm.data.pairs import Pairs
+from adaptmllm.data.readers import Pairs
 from adaptmllm.data.test_sets import load_general_test
 from adaptmllm.evaluation.outputs import evaluate_outputs
 from adaptmllm.evaluation.scoring import (EvaluationError, list_checkpoints, read_lines, score_checkpoints,
@@ -56,7 +56,7 @@ def evaluate_run(run_dir: str | os.PathLike, eval_overrides: Optional[dict] = No
     Raises:
         EvaluationError: not a finished run folder, or a needed file is missing.
         ConfigError: an unknown or invalid eval override.
-        adaptmllm.data.pairs.DataError, adaptmllm.metrics.corpus.MetricUnavailable: as :func:`load_general_test`
+        adaptmllm.data.readers.DataError, adaptmllm.metrics.corpus.MetricUnavailable: as :func:`load_general_test`
             and :func:`adaptmllm.metrics.corpus.check_optional_metrics`.
     """
     run_dir = Path(run_dir)

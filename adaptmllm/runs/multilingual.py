@@ -55,7 +55,7 @@ def run_multilingual(config: Any, progress: bool = True, callbacks: Sequence[Any
     Raises:
         ConfigError: eval.general_test with several directions (use eval.forgetting_tests),
             or train.select_direction not among data.directions.
-        adaptmllm.data.pairs.DataError, adaptmllm.modeling.model.ModelError, RunFolderError: bad input, before training.
+        adaptmllm.data.readers.DataError, adaptmllm.modeling.model.ModelError, RunFolderError: bad input, before training.
     """
     import time
 

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from adaptmllm.config import Config, ConfigError, config_to_dict, diff_dicts as _diff, load_config, save_config
-from adaptmllm.data.pairs import DataError, check_lengths
+from adaptmllm.data.pairs import check_lengths
+from adaptmllm.data.readers import DataError
 from adaptmllm.evaluation.outputs import evaluate_outputs
 from adaptmllm.evaluation.scoring import read_lines
 from adaptmllm.io import atomic_write_json, atomic_write_text
