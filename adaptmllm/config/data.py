@@ -205,11 +205,11 @@ class DataConfig:
         check(self.test_size >= 1, "data.test_size", "must be >= 1")
         check(0 <= self.dev_percent < 50, "data.dev_percent", "must be in [0, 50) percent, e.g. 3.2 (0: use dev_size)")
         check(0 <= self.test_percent < 50, "data.test_percent", "must be in [0, 50) percent, e.g. 1.6 (0: use test_size)")
+        check(self.max_train_pairs >= 0, "data.max_train_pairs", "must be >= 0 (0 means all)")
+        check(self.demo_train_pairs >= 10, "data.demo_train_pairs", "must be >= 10")
 
     def split_sizes(self, n: int) -> tuple[int, int]:
         """(dev, test) pairs split off a cleaned corpus of ``n`` pairs: the percentages when given, else the counts."""
         dev = max(1, round(n * self.dev_percent / 100)) if self.dev_percent else self.dev_size
         test = max(1, round(n * self.test_percent / 100)) if self.test_percent else self.test_size
         return dev, test
-        check(self.max_train_pairs >= 0, "data.max_train_pairs", "must be >= 0 (0 means all)")
-        check(self.demo_train_pairs >= 10, "data.demo_train_pairs", "must be >= 10")
