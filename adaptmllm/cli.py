@@ -26,12 +26,12 @@ from adaptmllm.apps.playground.app import serve
 from adaptmllm.apps.playground.auth import AuthError, ShareError, check_share
 from adaptmllm.config import (CT2_QUANTIZATIONS, Config, ConfigError, DataConfig, ServeConfig, config_from_dict,
                               mqm_weights, read_config_file, yaml_line)
-from adaptmllm.data.pairs import DataError, decode_text, load_pairs, read_text
+from adaptmllm.data.readers import DataError, decode_text, load_pairs, read_text
 from adaptmllm.evaluation.human import DB_NAME, HumanEvalError
 from adaptmllm.evaluation.human_report import write_report
 from adaptmllm.evaluation.scoring import EvaluationError
 from adaptmllm.inference.ct2 import export_ctranslate2, is_ct2_model, load_ct2
-from adaptmllm.inference.translate import ENGINES, read_lines, translate_texts
+from adaptmllm.inference.translate import ENGINES, strip_line_ends, translate_texts
 from adaptmllm.io import atomic_write_text
 from adaptmllm.languages import LanguageError, check_code
 from adaptmllm.metrics.corpus import MetricUnavailable
@@ -263,7 +263,7 @@ def _translate(ns) -> int:
         text = decode_text(sys.stdin.buffer.read(), "stdin")
     else:
         text = "".join(sys.stdin)
-    lines = read_lines(text.split("\n"))
+    lines = strip_line_ends(text.split("\n"))
     if lines and lines[-1] == "":
         lines.pop()
     engine = ns.engine

@@ -43,22 +43,14 @@ OVERHEAD_PARTS = ("setup", "storage_open", "storage", "tracking", "cleanup", "tr
                   "artefacts.plots")
 """The study's own parts timed by run_study (artefacts.plots is part of artefacts, listed apart)."""
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from machine import cpu_model, memory_gb  # noqa: E402  (one way to name the machine, bench/machine.py)
 
 
 def machine() -> dict:
     """This machine: host name, CPU model, cores, memory, GPU, load average, library versions."""
-    cpu = platform.processor()
-    mem_gb = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem_gb = round(int(line.split()[1]) / 1024 ** 2, 1)
-    except OSError:
-        pass
+    cpu, mem_gb = cpu_model(), memory_gb()
     import optuna
     import torch
     import transformers

@@ -35,6 +35,9 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from machine import cpu_model, memory_gb  # noqa: E402  (one way to name the machine, bench/machine.py)
 
 
 def free_port() -> int:
@@ -46,21 +49,7 @@ def free_port() -> int:
 
 def machine() -> dict:
     """A description of this machine (CPU model, cores, memory, load, library versions)."""
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem_gb = round(int(line.split()[1]) / 1024 ** 2, 1)
-    except OSError:
-        pass
+    cpu, mem_gb = cpu_model(), memory_gb()
     import gradio
     import gradio_client
     import torch

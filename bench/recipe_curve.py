@@ -36,7 +36,6 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -47,7 +46,10 @@ from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 DATA = ROOT.parent / "shared" / "data" / "loresmt2021" / "en_ga"
+
+from machine import cpu_model  # noqa: E402  (one way to name the machine, bench/machine.py)
 
 PLAIN = dict(learning_rate=5e-4, lr_scheduler_type="inverse_sqrt", warmup_steps=120, dropout=0.1,
              label_smoothing=0.1, weight_decay=0.0, batch_size=32)
@@ -224,15 +226,7 @@ def run_variant(args) -> dict:
 
 
 def _machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_average": list(os.getloadavg()),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "load_average": list(os.getloadavg()),
             "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
 
 

@@ -52,8 +52,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "loresmt2021" / "en_ga" / "train"
 GIB = 2**30
+
+from machine import cpu_model  # noqa: E402  (one way to name the machine, bench/machine.py)
 
 PEAK_BF16_TFLOPS = [  # dense bf16 (fp16 for T4) tensor-core peaks from NVIDIA's datasheets, by device name
     ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4),
@@ -63,25 +66,13 @@ PEAK_BF16_TFLOPS = [  # dense bf16 (fp16 for T4) tensor-core peaks from NVIDIA's
 
 
 # ------------------------------------------------------------------------------------------- machine
-def cpu_name() -> str:
-    """The CPU model name (lscpu), e.g. ``AMD EPYC``."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        m = re.search(r"Model name:\s*(.+)", out)
-        if m:
-            return m.group(1).strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def device_name() -> str:
     """``torch.cuda.get_device_name()`` or ``cpu (<model name>, <n> cores)``."""
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
-    return f"cpu ({cpu_name()}, {os.cpu_count()} cores)"
+    return f"cpu ({cpu_model()}, {os.cpu_count()} cores)"
 
 
 def device_slug(name: str) -> str:
@@ -472,7 +463,7 @@ def main(argv=None) -> int:
             rec = {"variant": variant, "device": dev, "batch": ns.batch, "zero_stage": None,
                    "error": f"timed out after {ns.timeout} s"}
         rec.update(date=date, wall_s=round(time.perf_counter() - t0, 1), corpus=lengths["source"],
-                   machine={"cpu": cpu_name(), "cores": os.cpu_count(), **_versions()})
+                   machine={"cpu": cpu_model(), "cores": os.cpu_count(), **_versions()})
         records.append(rec)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(records, indent=2) + "\n")  # after each variant: a stopped run keeps these

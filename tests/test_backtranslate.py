@@ -8,7 +8,7 @@ import pytest
 
 from adaptmllm.runs.backtranslate import back_translate, mix_pairs, read_monolingual, write_pairs_tsv
 from adaptmllm.config import DataConfig
-from adaptmllm.data.pairs import DataError, load_pairs
+from adaptmllm.data.readers import DataError, load_pairs
 
 REAL_SRC = [f"real source {i}" for i in range(10)]
 REAL_TGT = [f"real target {i}" for i in range(10)]

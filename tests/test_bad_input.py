@@ -34,7 +34,7 @@ def _cfg(**kw):
 
 
 def _load(spec: str, **kw):
-    from adaptmllm.data.pairs import load_pairs
+    from adaptmllm.data.readers import load_pairs
 
     return load_pairs(spec, _cfg(**kw))
 
@@ -116,7 +116,8 @@ def _demo_tokenizer():
 
 
 def _prepared(src_long: bool):
-    from adaptmllm.data.pairs import Pairs, PreparedData
+    from adaptmllm.data.pairs import PreparedData
+    from adaptmllm.data.readers import Pairs
 
     long_ = " ".join(["the nurse treats the patient"] * 40)
     train = Pairs(["the nurse"] * 3 + ([long_] if src_long else []), ["a"] * (4 if src_long else 3))

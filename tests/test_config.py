@@ -35,6 +35,8 @@ def test_every_shipped_preset_loads(preset):
     ({"green": {"country_iso_code": "Ireland"}}, "green.country_iso_code"),
     ({"eval": {"bleu_tokenize": "flores200"}}, "eval.bleu_tokenize"),
     ({"name": "a/b"}, "name"),
+    ({"data": {"max_train_pairs": -1}}, "data.max_train_pairs"),  # once unreachable code after a return
+    ({"data": {"demo_train_pairs": 5}}, "data.demo_train_pairs"),
 ])
 def test_errors_name_the_field(data, field):
     with pytest.raises(ValueError) as e:

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adaptmllm.config import DataConfig
-from adaptmllm.data.pairs import (CLEANING_RULES, CleaningReport, DataError, Pairs, PreparedData, clean, load_pairs,
-                                  prepare_data, save_splits, split)
+from adaptmllm.data.pairs import CLEANING_RULES, CleaningReport, PreparedData, clean, prepare_data, save_splits, split
+from adaptmllm.data.readers import DataError, Pairs, load_pairs
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

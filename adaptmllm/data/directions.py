@@ -11,7 +11,8 @@ from typing import Sequence
 
 from adaptmllm.config import DataConfig, direction_name
 from adaptmllm.data.demo import DEMO_TARGETS, general_pairs
-from adaptmllm.data.pairs import DataError, Pairs, PreparedData, clean, load_pairs, prepare_data
+from adaptmllm.data.pairs import PreparedData, clean, prepare_data
+from adaptmllm.data.readers import DataError, Pairs, load_pairs
 
 __all__ = ["Direction", "MultiData", "direction_config", "sample_sizes", "prepare_directions"]
 

@@ -10,7 +10,7 @@ from typing import Any, Optional
 from adaptmllm.config import Config, TinyModelConfig, direction_name
 from adaptmllm.data import demo
 from adaptmllm.data.demo import DEMO_BASE_SEED
-from adaptmllm.data.pairs import DataError, Pairs, load_pairs
+from adaptmllm.data.readers import DataError, Pairs, load_pairs
 
 __all__ = ["GENERAL_DEMO", "demo_general_test", "load_general_test", "load_forgetting_tests"]
 
@@ -38,12 +38,12 @@ def demo_general_test(tgt_lang: str, n: int = 200, seed: int = 13) -> tuple[list
 
 def load_general_test(config: Config) -> Optional[Any]:
     """The general-domain test set of the forgetting check (``eval.general_test``) as
-    :class:`adaptmllm.data.pairs.Pairs`, or None when it is not set. Loaded as given (not cleaned, like
+    :class:`adaptmllm.data.readers.Pairs`, or None when it is not set. Loaded as given (not cleaned, like
     ``data.test``), with the ``data.*`` column/suffix settings and the format detected from the path;
     ``demo``: :func:`demo_general_test` with ``data.test_size`` pairs.
 
     Raises:
-        adaptmllm.data.pairs.DataError: the corpus cannot be read, is empty, or ``demo`` is asked for a pair
+        adaptmllm.data.readers.DataError: the corpus cannot be read, is empty, or ``demo`` is asked for a pair
             the demo does not have.
     """
     spec = config.eval.general_test

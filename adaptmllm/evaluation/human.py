@@ -131,7 +131,9 @@ class Item:
     output: str
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_item_lines(path: Path) -> list[str]:
+    """The lines of a file the items to rate come from (a run folder's test set and hypotheses, or a TSV of
+    items a person made: a ``\\r`` of CRLF line ends is dropped); HumanEvalError when it is not UTF-8."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -183,14 +185,14 @@ def items_from_run(run_dir: str | Path, max_segments: int = 100, seed: int = 13,
     src_path = run_dir / "data" / f"test.{src_lang}"
     if not src_path.is_file():
         raise HumanEvalError(f"{src_path}: missing; the run folder has no test set")
-    sources = _read_lines(src_path)
+    sources = _read_item_lines(src_path)
     systems: dict[str, list[str]] = {}
     for name in ("baseline", "finetuned"):
         p = run_dir / f"{name}.hyp.txt"
         if p.is_file():
-            systems[name] = _read_lines(p)
+            systems[name] = _read_item_lines(p)
     if include_reference:
-        systems["reference"] = _read_lines(run_dir / "data" / f"test.{tgt_lang}")
+        systems["reference"] = _read_item_lines(run_dir / "data" / f"test.{tgt_lang}")
     if not systems:
         raise HumanEvalError(f"{run_dir}: no baseline.hyp.txt nor finetuned.hyp.txt; finish the run first "
                              "(adaptmllm run) or give the segments as a TSV")
@@ -216,7 +218,7 @@ def items_from_tsv(path: str | Path) -> list[tuple[int, str, str, str]]:
             (segment, system), naming the line.
     """
     path = Path(path)
-    lines = _read_lines(path)
+    lines = _read_item_lines(path)
     if not lines:
         raise HumanEvalError(f"{path}: empty file")
     header = [h.strip().lower() for h in lines[0].split("\t")]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from adaptmllm.config import Config
-from adaptmllm.evaluation.scoring import forgetting, read_lines
+from adaptmllm.evaluation.scoring import forgetting, read_run_lines
 from adaptmllm.metrics.analysis import error_analysis, write_segments_tsv
 from adaptmllm.metrics.significance import paired_bootstrap
 from adaptmllm.reporting.plots import plot_checkpoints
@@ -39,9 +39,9 @@ def evaluate_outputs(run_dir: str | os.PathLike, config: Config, test_src: list[
         EvaluationError: ``finetuned.hyp.txt`` is missing.
     """
     run_dir, ev = Path(run_dir), config.eval
-    fine = read_lines(run_dir / "finetuned.hyp.txt")
+    fine = read_run_lines(run_dir / "finetuned.hyp.txt")
     base_path = run_dir / "baseline.hyp.txt"
-    base = read_lines(base_path) if base_path.is_file() else None
+    base = read_run_lines(base_path) if base_path.is_file() else None
     metrics = ["chrf", "bleu", "ter"] + (["spbleu"] if ev.spm_model else [])
     out: dict = {"significance": None}
     if base is not None:
@@ -57,7 +57,7 @@ def evaluate_outputs(run_dir: str | os.PathLike, config: Config, test_src: list[
         gb, gf = run_dir / "general.baseline.hyp.txt", run_dir / "general.finetuned.hyp.txt"
         gref = run_dir / "data" / f"general.{config.data.tgt_lang}"
         if general_scores.get("baseline") and gb.is_file() and gf.is_file() and gref.is_file():
-            sig = paired_bootstrap(read_lines(gb), read_lines(gf), read_lines(gref), metrics=metrics,
+            sig = paired_bootstrap(read_run_lines(gb), read_run_lines(gf), read_run_lines(gref), metrics=metrics,
                                    bleu_tokenize=ev.bleu_tokenize, spm_model=ev.spm_model,
                                    n_samples=ev.bootstrap_samples, alpha=ev.significance_level)
         out["forgetting"] = forgetting(general_scores, config, sig)

@@ -24,7 +24,7 @@ from adaptmllm.metrics.corpus import score, write_hypotheses
 from adaptmllm.training.resilience import checkpoint_folders, checkpoint_step
 from adaptmllm.training.setup import load_checkpoint_model
 
-__all__ = ["EvaluationError", "score_general", "forgetting", "list_checkpoints", "score_checkpoints", "read_lines",
+__all__ = ["EvaluationError", "score_general", "forgetting", "list_checkpoints", "score_checkpoints", "read_run_lines",
     "score_model"]
 
 log = logging.getLogger("adaptmllm")
@@ -35,11 +35,12 @@ class EvaluationError(RuntimeError):
     The message names the file or the choices."""
 
 
-def read_lines(path: str | os.PathLike) -> list[str]:
-    """The lines of a UTF-8 text file (one segment per line, as the run folder stores them).
+def read_run_lines(path: str | os.PathLike) -> list[str]:
+    """The lines of a UTF-8 text file of a run folder (one segment per line, as the run folder stores them:
+    ``finetuned.hyp.txt``, ``data/test.<lang>``), the last line break dropped.
 
     Raises:
-        EvaluationError: the file is missing.
+        EvaluationError: the file is missing ("is this a finished adaptmllm run folder?").
     """
     p = Path(path)
     if not p.is_file():

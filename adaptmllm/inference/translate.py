@@ -31,7 +31,7 @@ from adaptmllm.languages import iso639_1
 from adaptmllm.modeling.model import forced_bos_token_id, length_cap
 
 __all__ = ["translate_texts", "token_budget_batches", "length_sorted_batches", "split_into_sentences", "eval_kwargs",
-    "engine_model", "ENGINES", "read_lines", "generation_settings"]
+    "engine_model", "ENGINES", "strip_line_ends", "generation_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -365,6 +365,7 @@ def engine_model(model: Any, tokenizer: Any, config: Any) -> Any:
     return to_ctranslate2(model, tokenizer, config.eval.ct2_quantization)
 
 
-def read_lines(lines: Iterable[str]) -> list[str]:
-    """Strip line endings from an iterable of lines (file or stdin)."""
+def strip_line_ends(lines: Iterable[str]) -> list[str]:
+    """The lines with their line endings (``\\r``, ``\\n``) stripped, from an iterable of lines (file or stdin);
+    nothing is read (a file's lines: :func:`adaptmllm.evaluation.scoring.read_run_lines`)."""
     return [line.rstrip("\r\n") for line in lines]

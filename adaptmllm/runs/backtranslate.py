@@ -9,7 +9,7 @@ model can tell them from real sources; the target side, which the model learns t
 always human-written.
 
 Output is a TSV whose header names the FLORES-200 codes (``eng_Latn``, ``gle_Latn``) and a
-``synthetic`` column (1/0), which :func:`adaptmllm.data.pairs.load_pairs` reads as it is: give it as
+``synthetic`` column (1/0), which :func:`adaptmllm.data.readers.load_pairs` reads as it is: give it as
 ``data.train``. When mixing into a training corpus, give ``data.dev`` and ``data.test`` explicitly
 so that no synthetic pair is split off into them.
 """
@@ -24,7 +24,7 @@ import random
 from pathlib import Path
 from typing import Sequence
 
-from adaptmllm.data.pairs import DataError, read_text
+from adaptmllm.data.readers import DataError, read_text
 from adaptmllm.inference.translate import translate_texts
 from adaptmllm.io import atomic_write_text
 from adaptmllm.languages import check_code
@@ -42,7 +42,7 @@ def read_monolingual(path: str | os.PathLike) -> list[str]:
     """Non-empty, stripped lines of a UTF-8 text file of monolingual sentences (one per line).
 
     Raises:
-        adaptmllm.data.pairs.DataError: missing file, bad UTF-8, or no sentence in it.
+        adaptmllm.data.readers.DataError: missing file, bad UTF-8, or no sentence in it.
     """
     lines = [ln.strip() for ln in read_text(Path(path)).split("\n")]
     lines = [ln for ln in lines if ln]
@@ -84,7 +84,7 @@ def back_translate(targets: Sequence[str], model: str | os.PathLike | tuple, src
 def write_pairs_tsv(path: str | os.PathLike, src_lang: str, tgt_lang: str, sources: Sequence[str],
                     targets: Sequence[str], synthetic: Sequence[bool] | bool = True) -> Path:
     """Write pairs as a TSV (header ``<src_lang>``, ``<tgt_lang>``, ``synthetic``; csv quoting where a
-    field needs it), atomically, in the form :func:`adaptmllm.data.pairs.load_pairs` reads. Returns the path.
+    field needs it), atomically, in the form :func:`adaptmllm.data.readers.load_pairs` reads. Returns the path.
 
     Raises:
         ValueError: the lists differ in length.

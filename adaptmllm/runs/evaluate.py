@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from adaptmllm.config import Config, config_from_dict, config_to_dict, load_config
-from adaptmllm.data.pairs import Pairs
+from adaptmllm.data.readers import Pairs
 from adaptmllm.data.test_sets import load_general_test
 from adaptmllm.evaluation.outputs import evaluate_outputs
-from adaptmllm.evaluation.scoring import (EvaluationError, list_checkpoints, read_lines, score_checkpoints,
+from adaptmllm.evaluation.scoring import (EvaluationError, list_checkpoints, read_run_lines, score_checkpoints,
                                           score_general, score_model)
 from adaptmllm.hardware import on_device
 from adaptmllm.inference.translate import engine_model, generation_settings
@@ -39,7 +39,8 @@ def _run_files(run_dir: Path) -> tuple[Config, dict]:
 
 def _pairs_from_folder(run_dir: Path, config: Config, split: str) -> Any:
     d = run_dir / "data"
-    return Pairs(read_lines(d / f"{split}.{config.data.src_lang}"), read_lines(d / f"{split}.{config.data.tgt_lang}"))
+    return Pairs(read_run_lines(d / f"{split}.{config.data.src_lang}"),
+                 read_run_lines(d / f"{split}.{config.data.tgt_lang}"))
 
 
 def evaluate_run(run_dir: str | os.PathLike, eval_overrides: Optional[dict] = None, *, rescore: bool = False,
@@ -56,7 +57,7 @@ def evaluate_run(run_dir: str | os.PathLike, eval_overrides: Optional[dict] = No
     Raises:
         EvaluationError: not a finished run folder, or a needed file is missing.
         ConfigError: an unknown or invalid eval override.
-        adaptmllm.data.pairs.DataError, adaptmllm.metrics.corpus.MetricUnavailable: as :func:`load_general_test`
+        adaptmllm.data.readers.DataError, adaptmllm.metrics.corpus.MetricUnavailable: as :func:`load_general_test`
             and :func:`adaptmllm.metrics.corpus.check_optional_metrics`.
     """
     run_dir = Path(run_dir)

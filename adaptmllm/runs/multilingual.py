@@ -20,7 +20,7 @@ from adaptmllm.data.directions import prepare_directions
 from adaptmllm.data.pairs import save_splits
 from adaptmllm.data.test_sets import load_forgetting_tests
 from adaptmllm.evaluation.outputs import evaluate_outputs
-from adaptmllm.evaluation.scoring import forgetting, read_lines, score_model
+from adaptmllm.evaluation.scoring import forgetting, read_run_lines, score_model
 from adaptmllm.inference.translate import engine_model, generation_settings
 from adaptmllm.io import atomic_write_json, sweep_temp_files
 from adaptmllm.metrics.corpus import check_optional_metrics, macro, write_hypotheses
@@ -55,7 +55,7 @@ def run_multilingual(config: Any, progress: bool = True, callbacks: Sequence[Any
     Raises:
         ConfigError: eval.general_test with several directions (use eval.forgetting_tests),
             or train.select_direction not among data.directions.
-        adaptmllm.data.pairs.DataError, adaptmllm.modeling.model.ModelError, RunFolderError: bad input, before training.
+        adaptmllm.data.readers.DataError, adaptmllm.modeling.model.ModelError, RunFolderError: bad input, before training.
     """
     import time
 
@@ -148,7 +148,8 @@ def run_multilingual(config: Any, progress: bool = True, callbacks: Sequence[Any
         for system, per in (("baseline", base_per), ("finetuned", fine_per)):
             if per:
                 write_hypotheses(run_dir / f"{system}.hyp.txt",
-                                 [h for d in multi.directions for h in read_lines(run_dir / f"{system}.{d.slug}.hyp.txt")])
+                                 [h for d in multi.directions
+                                  for h in read_run_lines(run_dir / f"{system}.{d.slug}.hyp.txt")])
         evaluation = evaluate_outputs(run_dir, with_pair(config, *multi.languages[0]), test_src, test_ref,
                                       history=result.history)
         ev = config.eval
@@ -159,8 +160,8 @@ def run_multilingual(config: Any, progress: bool = True, callbacks: Sequence[Any
             b, f = base_per.get(d.name), fine_per[d.name]
             sig = None
             if b is not None:
-                sig = paired_bootstrap(read_lines(run_dir / f"baseline.{d.slug}.hyp.txt"),
-                                       read_lines(run_dir / f"finetuned.{d.slug}.hyp.txt"), d.prepared.test.tgt,
+                sig = paired_bootstrap(read_run_lines(run_dir / f"baseline.{d.slug}.hyp.txt"),
+                                       read_run_lines(run_dir / f"finetuned.{d.slug}.hyp.txt"), d.prepared.test.tgt,
                                        metrics=metric_names, bleu_tokenize=ev.bleu_tokenize, spm_model=ev.spm_model,
                                        n_samples=ev.bootstrap_samples, alpha=ev.significance_level)
             directions[d.name] = {"baseline": b, "finetuned": f, "n_segments": len(d.prepared.test),

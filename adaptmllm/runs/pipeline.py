@@ -66,7 +66,7 @@ def run(config: Config | dict, progress: bool = True, callbacks: Sequence[Any] =
     with ``eval.score_checkpoints`` each remaining checkpoint too (see :mod:`adaptmllm.evaluation.scoring`).
 
     Raises:
-        ConfigError, RunFolderError, adaptmllm.data.pairs.DataError, adaptmllm.modeling.model.ModelError: bad input,
+        ConfigError, RunFolderError, adaptmllm.data.readers.DataError, adaptmllm.modeling.model.ModelError: bad input,
             each naming the file or field and the fix.
         adaptmllm.metrics.corpus.MetricUnavailable: ``eval.spm_model``/``eval.comet_model`` set but unusable
             (raised before anything is written).

@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from adaptmllm.config import Config, ConfigError, config_to_dict, diff_dicts as _diff, load_config, save_config
-from adaptmllm.data.pairs import DataError, check_lengths
+from adaptmllm.data.pairs import check_lengths
+from adaptmllm.data.readers import DataError
 from adaptmllm.evaluation.outputs import evaluate_outputs
-from adaptmllm.evaluation.scoring import read_lines
+from adaptmllm.evaluation.scoring import read_run_lines
 from adaptmllm.io import atomic_write_json, atomic_write_text
 from adaptmllm.modeling.model import base_licence
 from adaptmllm.reporting.html import write_html_report
@@ -145,7 +146,7 @@ def run_files(run_dir: Path) -> tuple[Optional[dict], Optional[Path]]:
 
 def _test_split(run_dir: Path, config: Config) -> tuple[list[str], list[str]]:
     d = run_dir / "data"
-    return read_lines(d / f"test.{config.data.src_lang}"), read_lines(d / f"test.{config.data.tgt_lang}")
+    return read_run_lines(d / f"test.{config.data.src_lang}"), read_run_lines(d / f"test.{config.data.tgt_lang}")
 
 
 def finish_run(run_dir: str | Path, config: Config, metrics: dict, data_report: Optional[dict] = None,

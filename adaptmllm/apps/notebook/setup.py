@@ -19,7 +19,8 @@ from typing import Any, Optional
 from IPython.display import HTML, display
 
 from adaptmllm.config import Config, ConfigError, __version__
-from adaptmllm.data.pairs import DataError, detect_format, load_pairs, prepare_data
+from adaptmllm.data.pairs import prepare_data
+from adaptmllm.data.readers import DataError, detect_format, load_pairs
 from adaptmllm.hardware import in_colab, resolve_precision
 from adaptmllm.reporting.markdown import data_md
 from adaptmllm.training.deepspeed import check_installed
@@ -274,7 +275,7 @@ def check_corpus(spec: str, data: Any, n: int = 3) -> str:
 
     Raises:
         ConfigError: ``data.<train|dev|test>: <what is wrong and the fix>`` (from
-            :class:`adaptmllm.data.pairs.DataError`: a missing file, uneven line counts, a bad row...).
+            :class:`adaptmllm.data.readers.DataError`: a missing file, uneven line counts, a bad row...).
     """
     field = next((f"data.{k}" for k in ("train", "dev", "test") if getattr(data, k, None) == spec), "data.train")
     key = _corpus_key(spec, data)
@@ -297,7 +298,7 @@ def preview_data(config: Config, n: int = 3) -> Any:
     :class:`~adaptmllm.data.pairs.PreparedData`.
 
     Raises:
-        adaptmllm.data.pairs.DataError: a corpus cannot be read (the message names the file and the fix).
+        adaptmllm.data.readers.DataError: a corpus cannot be read (the message names the file and the fix).
     """
     prepared = prepare_data(config.data)
     rows = "".join(f"<tr><td style='text-align:left'>{html.escape(s)}</td><td style='text-align:left'>"

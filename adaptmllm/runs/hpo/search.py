@@ -204,7 +204,7 @@ def run_study(config: Config | dict, progress: bool = True) -> Optional[StudyRes
     (:class:`RankSync`) and return None.
 
     Raises:
-        ConfigError, RunFolderError, adaptmllm.data.pairs.DataError, adaptmllm.modeling.model.ModelError: bad input.
+        ConfigError, RunFolderError, adaptmllm.data.readers.DataError, adaptmllm.modeling.model.ModelError: bad input.
         HPOError: storage unreachable, or settings that differ from the study's (naming the fields).
         NoCompletedTrialError: every trial was pruned or failed (artefacts are written first).
     """

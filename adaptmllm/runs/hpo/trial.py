@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from adaptmllm.config import Config, ConfigError, save_config
-from adaptmllm.data.pairs import DataError
+from adaptmllm.data.readers import DataError
 from adaptmllm.hardware import PeakMemory, free_memory, rss_mb
 from adaptmllm.inference.translate import generation_settings
 from adaptmllm.io import atomic_write_json, temporary_env
