@@ -28,7 +28,7 @@ from adaptmllm.config import (CT2_QUANTIZATIONS, Config, ConfigError, DataConfig
                               mqm_weights, read_config_file, yaml_line)
 from adaptmllm.data.readers import DataError, decode_text, load_pairs, read_text
 from adaptmllm.evaluation.human import DB_NAME, HumanEvalError
-from adaptmllm.evaluation.human_report import write_report
+from adaptmllm.evaluation.human_report import write_human_report
 from adaptmllm.evaluation.scoring import EvaluationError
 from adaptmllm.inference.ct2 import export_ctranslate2, is_ct2_model, load_ct2
 from adaptmllm.inference.translate import ENGINES, strip_line_ends, translate_texts
@@ -345,7 +345,7 @@ def _human_eval_report(ns) -> int:
     try:
         weights = mqm_weights(ns.mqm_preset, {"minor": ns.mqm_minor, "major": ns.mqm_major,
                                               "non-translation": ns.mqm_non_translation})
-        out = write_report(ns.db or Path(ns.run) / DB_NAME, ns.out, weights)
+        out = write_human_report(ns.db or Path(ns.run) / DB_NAME, ns.out, weights)
     except (HumanEvalError, ConfigError) as e:
         print(f"adaptmllm: error: {e}", file=sys.stderr)
         return 2

@@ -72,7 +72,7 @@ def test_summary_numbers_on_handmade_annotations(handmade):
 
 
 def test_report_files_and_csv_export(handmade, tmp_path):
-    out = human_report.write_report(handmade.path, tmp_path / "report", config.mqm_weights("mqm", {"major": 4}))
+    out = human_report.write_human_report(handmade.path, tmp_path / "report", config.mqm_weights("mqm", {"major": 4}))
     p = out["paths"]
     assert all(path.is_file() for path in p.values())
     rows = list(csv.DictReader(p["annotations"].open(encoding="utf-8")))

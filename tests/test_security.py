@@ -361,7 +361,7 @@ def test_every_csv_and_tsv_written_neutralises_formulas(tmp_path, server):
     for item in (store.next_item(FORMULA), store.next_item(FORMULA)):
         store.add_error(FORMULA, item.id, "accuracy", "minor", note=DDE)
         store.rate(FORMULA, item.id, 4)
-    out = human_report.write_report(store.path, tmp_path / "report")["paths"]
+    out = human_report.write_human_report(store.path, tmp_path / "report")["paths"]
     # segments.tsv: corpus text and model outputs
     seg = write_segments_tsv(tmp_path / "segments.tsv", {"sentence_chrf": {"baseline": [1.0], "finetuned": [2.0]}},
                              ["@evil"], ["+ref"], [DDE], ["=base"])

@@ -14,7 +14,7 @@ from adaptmllm.config import MQM_PRESETS
 from adaptmllm.evaluation.human import CATEGORIES, SEVERITIES, HumanEvalError, HumanEvalStore, segment_mqm_points
 from adaptmllm.io import atomic_write_json, atomic_write_text, spreadsheet_cell
 
-__all__ = ["t_quantile_975", "mean_ci", "summarize", "summary_markdown", "plot_summary", "write_report"]
+__all__ = ["t_quantile_975", "mean_ci", "summarize", "summary_markdown", "plot_summary", "write_human_report"]
 
 # -- statistics ----------------------------------------------------------------------------------------
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -170,7 +170,7 @@ def plot_summary(summary: Sequence[Mapping[str, Any]], path: Optional[str | Path
     return fig
 
 
-def write_report(db_path: str | Path, out_dir: Optional[str | Path] = None,
+def write_human_report(db_path: str | Path, out_dir: Optional[str | Path] = None,
                  weights: Optional[Mapping[str, float]] = None) -> dict:
     """Summarise a human evaluation database into ``out_dir`` (default: the database's folder):
     ``human_eval_annotations.csv`` (:meth:`HumanEvalStore.export_csv`), ``human_eval_summary.csv``

@@ -32,7 +32,7 @@ from IPython.display import HTML, Image, display
 from adaptmllm.apps.notebook.setup import md_table_html
 from adaptmllm.apps.playground.app import serve
 from adaptmllm.evaluation.human import DB_NAME, HumanEvalError, HumanEvalStore
-from adaptmllm.evaluation.human_report import write_report
+from adaptmllm.evaluation.human_report import write_human_report
 from adaptmllm.hardware import in_colab
 from adaptmllm.reporting.plots import plot_history
 from adaptmllm.reporting.summary import LABELS, SCORE_KEYS, system_labels, verdict
@@ -368,7 +368,7 @@ def launch_playground(result: Any, share: Optional[bool] = None, auth: Any = Non
 
 def show_human_eval(run_dir: str | os.PathLike, weights: Optional[dict] = None) -> Optional[dict]:
     """Summarise the human evaluation of a run (mean SQM with 95% CI, MQM points, error counts;
-    :func:`adaptmllm.evaluation.human_report.write_report`) as a table and chart. Returns its dict, or None (with
+    :func:`adaptmllm.evaluation.human_report.write_human_report`) as a table and chart. Returns its dict, or None (with
     a note) when nobody has rated yet."""
     db = Path(run_dir) / DB_NAME
     if not db.is_file() or HumanEvalStore(db).count_ratings() == 0:
@@ -376,7 +376,7 @@ def show_human_eval(run_dir: str | os.PathLike, weights: Optional[dict] = None) 
                      "evaluation tab), then run this cell again.</p>"))
         return None
     try:
-        out = write_report(db, weights=weights)
+        out = write_human_report(db, weights=weights)
     except HumanEvalError as e:
         display(HTML(f"<p>{html.escape(str(e))}</p>"))
         return None
