@@ -678,6 +678,9 @@ def test_two_workers_of_two_processes_each_share_one_study(tmp_path, shared_stor
     d = hpo_dict(tmp_path / "runs", "ddp", n_trials=4, storage=storage, seed=None)
     d["train"].update(num_train_epochs=1, per_device_train_batch_size=8)
     d["hpo"]["space"].update(per_device_train_batch_size=8, num_train_epochs=1)
+    # Nothing is killed here: a grace period of 2 s (hpo_dict's, for the kill tests) let a heartbeat starved by
+    # other load fail a live trial, whose retry then repeated its parameters (seen once on a loaded 2-core machine).
+    d["hpo"].update(heartbeat_interval=2, grace_period=60)
     config = write_config(d, tmp_path / "c.yaml")
     env = {k: v for k, v in sub_env().items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",
                                                             "MASTER_PORT", "LOCAL_WORLD_SIZE")}
