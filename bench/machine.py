@@ -14,6 +14,8 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
+from adaptmllm.hardware import host_memory_gib
+
 
 def cpu_model() -> str:
     """The CPU model name, e.g. ``AMD EPYC``: the first ``model name`` of /proc/cpuinfo (Linux on x86), else
@@ -36,16 +38,10 @@ def cpu_model() -> str:
 
 
 def memory_gb() -> Optional[float]:
-    """The machine's total memory in GiB (``MemTotal`` of /proc/meminfo, kB / 1024**2), to 0.1; None where
-    there is no /proc/meminfo."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                return round(int(line.split()[1]) / 1024 ** 2, 1)
-    except OSError:
-        pass
-    return None
-
+    """The machine's total memory in GiB, to 0.1 (:func:`adaptmllm.hardware.host_memory_gib`, the figure the memory
+    planner uses); None where it cannot be read."""
+    gib = host_memory_gib()
+    return None if gib is None else round(gib, 1)
 
 if __name__ == "__main__":
     print(json.dumps({"cpu": cpu_model(), "cores": os.cpu_count(), "memory_gb": memory_gb()}))
