@@ -166,3 +166,57 @@ def test_zero_gpu_energy_with_a_gpu_is_flagged():
     tracker = type("T", (), {"_hardware": [RAM(), CPU("intel_rapl"), GPU(False)], "_force_cpu_power": None})()
     _, _, notes = inspect_machine(tracker, fake_data(gpu_energy=0.0))
     assert any("under-reported" in n for n in notes)
+
+
+KILLED_PROCESS = """
+import os, signal, sys, time
+import numpy as np
+from adaptmllm.config import GreenConfig
+from adaptmllm.training.green import GreenTracker
+tracker = GreenTracker(GreenConfig(country_iso_code="IRL", measure_power_secs=0.5), sys.argv[1], "killed",
+                       flush_every_s=0.5)
+tracker.__enter__()
+a = np.random.default_rng(0).random((300, 300))
+end = time.perf_counter() + 4.0
+while time.perf_counter() < end:
+    a = a @ a
+    a /= np.abs(a).max()
+os.kill(os.getpid(), signal.SIGKILL)  # as a kill mid-run: no __exit__, no tracker.stop()
+"""
+
+
+def test_a_killed_process_leaves_its_energy_and_the_resumed_one_counts_it(tmp_path):
+    """A real CodeCarbon tracker in a process killed with SIGKILL (no stop()), then a second one in the
+    same folder, as ``train.resume`` does: the second report holds both processes' energy and time."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "green"
+    proc = subprocess.run([sys.executable, "-c", KILLED_PROCESS, str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    rows = list(csv.DictReader((out / "emissions.csv").open()))
+    assert len(rows) == 1, "one row per process: flushes update it"
+    first_s, first_kwh = float(rows[0]["duration"]), float(rows[0]["energy_consumed"])
+    assert 2.5 < first_s < 6 and first_kwh > 0
+
+    cfg = GreenConfig(country_iso_code="IRL", measure_power_secs=0.5)
+    with GreenTracker(cfg, out, "resumed", flush_every_s=0.5) as tracker:
+        busy(1.5)
+    r = tracker.report
+    rows = list(csv.DictReader((out / "emissions.csv").open()))
+    assert len(rows) == 2 and rows[0]["run_id"] != rows[1]["run_id"]
+    second_s = float(rows[1]["duration"])
+    assert second_s < first_s
+    assert r.duration_s == pytest.approx(first_s + second_s, rel=0.01)
+    assert r.energy_kwh == pytest.approx(first_kwh + float(rows[1]["energy_consumed"]), rel=0.01)
+    assert r.energy_kwh == pytest.approx(r.cpu_energy_kwh + r.gpu_energy_kwh + r.ram_energy_kwh)
+    assert any("Includes 1 earlier process" in n for n in r.notes)
+
+
+def test_a_fresh_folder_reports_only_its_own_process(tmp_path):
+    with GreenTracker(GreenConfig(measure_power_secs=0.5), tmp_path / "green", "one", flush_every_s=0.5) as t:
+        busy(1.2)
+    assert not any("earlier process" in n for n in t.report.notes)
+    rows = list(csv.DictReader((tmp_path / "green" / "emissions.csv").open()))
+    assert len(rows) == 1 and float(rows[0]["duration"]) == pytest.approx(t.report.duration_s, rel=0.01)

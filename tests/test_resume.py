@@ -1,8 +1,10 @@
-"""A run killed with SIGKILL mid-training resumes from its last checkpoint, losing nothing before it;
+"""A run killed with SIGKILL mid-training resumes from its last checkpoint, losing nothing before it
+(its energy figure too: the killed process's CodeCarbon row counts in the resumed run's report);
 a Hugging Face token planted in the environment appears in no file the run writes nor in its output."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -10,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 
 from conftest import tiny_dict
@@ -18,7 +21,7 @@ from conftest import tiny_dict
 def test_sigkill_then_resume(tmp_path):
     cfg = tiny_dict(tmp_path / "runs", "killed")
     cfg["train"].update(num_train_epochs=3, eval_max_pairs=50, save_total_limit=3)
-    cfg["green"] = {"enabled": False}
+    cfg["green"] = {"measure_power_secs": 0.5, "flush_secs": 0.5}  # real CodeCarbon, written every 0.5 s
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     run_dir = tmp_path / "runs" / "killed"
@@ -53,6 +56,14 @@ def test_sigkill_then_resume(tmp_path):
     steps_per_epoch = -(-800 // 16)
     assert metrics["train"]["global_step"] == 3 * steps_per_epoch
     assert metrics["finetuned"]["bleu"] > metrics["baseline"]["bleu"]
+    # Energy: the killed process left its row in green/emissions.csv; the report adds it to the resumed one's.
+    rows = list(csv.DictReader((run_dir / "green" / "emissions.csv").open()))
+    assert len(rows) == 2 and rows[0]["run_id"] != rows[1]["run_id"]
+    assert float(rows[0]["duration"]) > 0 and float(rows[0]["energy_consumed"]) > 0
+    green = metrics["green"]
+    assert green["duration_s"] == pytest.approx(sum(float(r["duration"]) for r in rows), rel=0.01)
+    assert green["energy_kwh"] == pytest.approx(sum(float(r["energy_consumed"]) for r in rows), rel=0.01)
+    assert any("Includes 1 earlier process" in n for n in green["notes"])
 
     # The planted token: in no file of the run folder (read as bytes: configs, logs, reports, metrics,
     # checkpoints with their training_args.bin) and in no output of the commands.

@@ -177,9 +177,13 @@ class GreenConfig:
     """ISO 3166-1 alpha-3 code of the country whose grid carbon intensity is used (IRL, DEU, USA, ...)."""
     measure_power_secs: float = 5.0
     """Seconds between power readings."""
+    flush_secs: float = 60.0
+    """Seconds between writes of the energy so far to ``green/emissions.csv``: a process killed mid-run
+    loses at most this much of its energy figure, and the resumed run's report adds what it wrote."""
 
     def __post_init__(self) -> None:
         check(len(self.country_iso_code) == 3 and self.country_iso_code.isalpha(), "green.country_iso_code",
                f"{self.country_iso_code!r} is not an ISO 3166-1 alpha-3 code such as IRL")
         self.country_iso_code = self.country_iso_code.upper()
         check(self.measure_power_secs > 0, "green.measure_power_secs", "must be > 0")
+        check(self.flush_secs > 0, "green.flush_secs", "must be > 0 (seconds between writes of emissions.csv)")

@@ -13,7 +13,9 @@ presented as a measurement. Only ``OfflineEmissionsTracker`` is used, with every
 
 from __future__ import annotations
 
+import csv
 import logging
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any, Optional
 
 from adaptmllm.config import GreenConfig
 
-__all__ = ["GreenReport", "GreenTracker"]
+__all__ = ["GreenReport", "GreenTracker", "add_earlier_processes"]
 
 log = logging.getLogger(__name__)
 
@@ -162,16 +164,28 @@ class GreenTracker:
     (duration in seconds). Tracking never breaks the wrapped work: with ``cfg.enabled`` False, or
     when CodeCarbon fails, only the duration is recorded, energy and emissions are 0, and the
     report's notes say why. Exceptions of the wrapped block propagate unchanged.
+
+    Killed and resumed runs: every ``flush_every_s`` seconds (default ``cfg.flush_secs``) the
+    process's figures so far are written to ``emissions.csv`` (one row per process, keyed by
+    CodeCarbon's ``run_id``), so a process killed mid-run leaves its energy there, missing at most
+    the last ``flush_every_s`` seconds. The report then adds every other process's row found in
+    that file (earlier processes of the same run folder, e.g. before ``train.resume``) to its
+    energy, emissions and duration, and a note says how many and how much. Callers give each run
+    its own ``output_dir`` (a run folder is deleted, never mixed, when it is overwritten).
     """
 
-    def __init__(self, cfg: GreenConfig, output_dir: str | Path, project_name: str) -> None:
+    def __init__(self, cfg: GreenConfig, output_dir: str | Path, project_name: str,
+                 flush_every_s: Optional[float] = None) -> None:
         self.cfg = cfg
         self.output_dir = Path(output_dir)
         self.project_name = project_name
+        self.flush_every_s = float(flush_every_s or cfg.flush_secs)
         self.report: Optional[GreenReport] = None
         self._tracker: Any = None
         self._failure: Optional[str] = None
         self._t0 = 0.0
+        self._stop_flushing = threading.Event()
+        self._flusher: Optional[threading.Thread] = None
 
     def _start(self) -> None:
         from codecarbon import OfflineEmissionsTracker, OutputMethod
@@ -189,6 +203,7 @@ class GreenTracker:
             log_level="error",
             tracking_mode="machine",
             allow_multiple_runs=True,  # no lock file
+            on_csv_write="update",  # flush() rewrites this process's row instead of adding one per flush
         )
         # OfflineEmissionsTracker.__init__/start/stop swallow their own exceptions; check the state.
         if not hasattr(tracker, "_output_handlers"):
@@ -198,6 +213,25 @@ class GreenTracker:
         if getattr(tracker, "_start_time", None) is None:
             raise RuntimeError("CodeCarbon could not start its tracker")
         self._tracker = tracker
+        self._flusher = threading.Thread(target=self._flush_loop, name="adaptmllm-green-flush", daemon=True)
+        self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while not self._stop_flushing.wait(self.flush_every_s):
+            try:
+                self._tracker.flush()  # CodeCarbon's own "write so far, keep running"
+            except Exception as e:  # pragma: no cover - never let tracking break training
+                log.debug("CodeCarbon flush failed: %s", e)
+
+    def _earlier_processes(self) -> list[dict]:
+        """Rows of ``emissions.csv`` written by other processes than this one (earlier runs of this folder)."""
+        path = self.output_dir / "emissions.csv"
+        run_id = str(getattr(self._tracker, "run_id", ""))
+        try:
+            with path.open(newline="") as f:
+                return [r for r in csv.DictReader(f) if r.get("run_id") and r["run_id"] != run_id]
+        except (OSError, csv.Error):
+            return []
 
     def __enter__(self) -> "GreenTracker":
         if self.cfg.enabled:
@@ -223,6 +257,9 @@ class GreenTracker:
             return self._timing_only(duration, "disabled", "Energy tracking disabled "
                                      "(green.enabled is false): only the duration was recorded.")
         tracker, data = self._tracker, None
+        if self._flusher is not None:
+            self._stop_flushing.set()
+            self._flusher.join()
         if tracker is not None:
             try:
                 tracker.stop()
@@ -243,10 +280,41 @@ class GreenTracker:
             tracking, measured = f"unknown ({type(e).__name__}: {e})", False
             notes = ["How CodeCarbon obtained these figures could not be determined; treat them as "
                      "estimates."]
-        return GreenReport(
+        report = GreenReport(
             energy_kwh=float(data.energy_consumed), emissions_kg=float(data.emissions),
             duration_s=float(data.duration), cpu_energy_kwh=float(data.cpu_energy),
             gpu_energy_kwh=float(data.gpu_energy), ram_energy_kwh=float(data.ram_energy),
             cpu_model=data.cpu_model or None, gpu_model=data.gpu_model or None,
             country_iso_code=data.country_iso_code or self.cfg.country_iso_code,
             tracking=tracking, measured=measured, notes=notes)
+        return add_earlier_processes(report, self._earlier_processes(), self.flush_every_s)
+
+
+def add_earlier_processes(report: GreenReport, rows: list[dict], flush_every_s: float) -> GreenReport:
+    """Add the figures of earlier processes of the same run (``emissions.csv`` rows) to ``report``.
+
+    ``rows`` are CodeCarbon CSV rows (``duration`` s, ``emissions`` kgCO2eq, ``energy_consumed``,
+    ``cpu_energy``, ``gpu_energy``, ``ram_energy`` kWh); a row with an unreadable number is skipped
+    and counted in the note. Returns ``report`` with the sums added and a note; unchanged when
+    ``rows`` is empty.
+    """
+    keys = {"duration_s": "duration", "emissions_kg": "emissions", "energy_kwh": "energy_consumed",
+            "cpu_energy_kwh": "cpu_energy", "gpu_energy_kwh": "gpu_energy", "ram_energy_kwh": "ram_energy"}
+    used, skipped = [], 0
+    for row in rows:
+        try:
+            used.append({k: float(row[c]) for k, c in keys.items()})
+        except (KeyError, TypeError, ValueError):
+            skipped += 1
+    if not used and not skipped:
+        return report
+    for k in keys:
+        setattr(report, k, getattr(report, k) + sum(u[k] for u in used))
+    kwh, secs = sum(u["energy_kwh"] for u in used), sum(u["duration_s"] for u in used)
+    note = (f"Includes {len(used)} earlier process(es) of this run (stopped, then resumed with train.resume): "
+            f"{kwh:.3g} kWh over {secs:.0f} s, as each last wrote it; each may miss up to its last "
+            f"{flush_every_s:.0f} s before it stopped.")
+    if skipped:
+        note += f" {skipped} unreadable row(s) of emissions.csv were left out (under-reported)."
+    report.notes.append(note)
+    return report
