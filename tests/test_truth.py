@@ -209,6 +209,16 @@ def test_translate_and_serve_name_their_own_flag(tmp_path, capsys):
     assert f"--model: no such folder: {tmp_path / 'gone'}" in err and "model.name_or_path" not in err, err
 
 
+def test_serve_with_a_missing_segments_file_names_the_file_and_the_fix(tiny_run, tmp_path, capsys):
+    from adaptmllm.cli import main
+
+    gone = tmp_path / "ratings.tsv"
+    assert main(["serve", "--model", str(tiny_run.model_dir), "--src", "eng_Latn", "--tgt", "qaa_Latn",
+                 "--segments", str(gone), "--db", str(tmp_path / "he.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert f"{gone}: no such file" in err and "--segments FILE.tsv" in err and "Errno" not in err, err
+
+
 # ----------------------------------------------------------------------------- item 5: modes and stale files
 
 @pytest.mark.parametrize("mask", [0o022, 0o027, 0o002])

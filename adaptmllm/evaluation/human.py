@@ -214,10 +214,14 @@ def items_from_tsv(path: str | Path) -> list[tuple[int, str, str, str]]:
     Returns:
         rows ``(segment, system, source, output)``.
     Raises:
-        HumanEvalError: a missing column, a short row, a bad segment id or a repeated
-            (segment, system), naming the line.
+        HumanEvalError: a missing file, a missing column, a short row, a bad segment id or a
+            repeated (segment, system), naming the line.
     """
     path = Path(path)
+    if not path.is_file():
+        raise HumanEvalError(f"{path}: no such file; give a TSV with a header row naming the columns source, "
+                             "system and output (adaptmllm serve --segments FILE.tsv), or rate a run's test set "
+                             "with --run runs/NAME")
     lines = _read_item_lines(path)
     if not lines:
         raise HumanEvalError(f"{path}: empty file")
