@@ -16,7 +16,9 @@ What is compared with what:
 
     - ``metrics.json``: the run's ``runs/<name>/metrics.json``, copied as it is (a multilingual run's
       too); a record comparing several runs has one sub-folder per run, ``<record>/<run>/metrics.json``;
-    - ``command.txt``: the command that made it (and the run's ``config.yaml``).
+    - ``command.txt``: the command that made it (and the run's ``config.yaml``);
+    - optionally ``comparison.json`` files: a paired bootstrap of two runs' test outputs
+      (:func:`adaptmllm.metrics.significance.paired_bootstrap`, made by the command the page gives).
 
   Every number in the page's tables must be a number of those metrics.json files (at the decimals
   the page shows, ``1,440`` and ``**11.33**`` included), except in rows quoting published results,
@@ -210,7 +212,7 @@ def records() -> list[Path]:
 def test_results_record_is_backed_by_its_metrics(page):
     """Each number in a record's tables is a number of its metrics.json files, or the page says it is unbacked."""
     text = page.read_text(encoding="utf-8")
-    files = sorted((RESULTS / page.stem).rglob("metrics.json"))
+    files = sorted((RESULTS / page.stem).rglob("metrics.json")) + sorted((RESULTS / page.stem).rglob("comparison.json"))
     if not files:
         assert page.stem in UNBACKED, f"{page} has no {RESULTS / page.stem}/metrics.json beside it"
         assert UNBACKED_BANNER in text.split("\n\n")[1], f"{page} must say near the top that its numbers are unbacked"
@@ -221,7 +223,7 @@ def test_results_record_is_backed_by_its_metrics(page):
     for cell in table_numbers(text):
         value = float(cell.replace(",", ""))
         decimals = len(cell.split(".")[1]) if "." in cell else 0
-        assert any(round(k, decimals) == value for k in known), f"{page.name}: {cell} is in no metrics.json"
+        assert any(round(k, decimals) == value for k in known), f"{page.name}: {cell} is in no metrics.json / comparison.json"
 
 
 def test_readme_real_data_summary_is_marked_like_its_record():
