@@ -37,39 +37,25 @@ def joint_plot() -> None:
     fig.savefig(HERE / "dev_curves_joint.png", dpi=110)
 
 
-def bt_plot() -> None:
-    h = HERE / "ga-en-bt" / "history.json"
+def against_b16(run: str, b16: str, title: str, labels: tuple[str, str], out: str) -> None:
+    """Dev chrF++ of ``run`` (a sub-folder here) beside the b16 run ``b16``, by training step."""
+    h = HERE / run / "history.json"
     if not h.is_file():
         return
     fig, ax = plt.subplots(figsize=(6, 4))
-    s, v = dev(B16 / "ga-en" / "history.json")
-    ax.plot(s, v, "o-", label="real pairs (7,684)")
-    s, v = dev(h)
-    ax.plot(s, v, "s-", label="real + back-translated pairs, 1:1, from the first step")
-    ax.set(title="Irish -> English", xlabel="training steps (batch 16)", ylabel="dev chrF++ (beam 4, 200 pairs)")
+    for path, marker, label in ((B16 / b16 / "history.json", "o-", labels[0]), (h, "s-", labels[1])):
+        s, v = dev(path)
+        ax.plot(s, v, marker, label=label)
+    ax.set(title=title, xlabel="training steps (batch 16)", ylabel="dev chrF++ (beam 4, 200 pairs)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(HERE / "dev_curves_bt.png", dpi=110)
-
-
-def search_plot() -> None:
-    h = HERE / "search-best" / "history.json"
-    if not h.is_file():
-        return
-    fig, ax = plt.subplots(figsize=(6, 4))
-    s, v = dev(B16 / "en-ga" / "history.json")
-    ax.plot(s, v, "o-", label="b16 preset (d_model 256, 3+3 layers, vocab 2000)")
-    s, v = dev(h)
-    ax.plot(s, v, "s-", label="the search's best")
-    ax.set(title="English -> Irish", xlabel="training steps", ylabel="dev chrF++ (beam 4, 200 pairs)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(HERE / "dev_curves_search.png", dpi=110)
+    fig.savefig(HERE / out, dpi=110)
 
 
 if __name__ == "__main__":
     joint_plot()
-    bt_plot()
-    search_plot()
+    against_b16("ga-en-bt", "ga-en", "Irish -> English", ("real pairs (7,684)",
+                "real + back-translated pairs, 1:1, from the first step"), "dev_curves_bt.png")
+    against_b16("search-best", "en-ga", "English -> Irish", ("b16 preset (d_model 256, 3+3 layers, vocab 2000)",
+                "the search's best (d_model 128, 2+4 layers, vocab 1000)"), "dev_curves_search.png")
