@@ -173,8 +173,8 @@ import os, signal, sys, time
 import numpy as np
 from adaptmllm.config import GreenConfig
 from adaptmllm.training.green import GreenTracker
-tracker = GreenTracker(GreenConfig(country_iso_code="IRL", measure_power_secs=0.5), sys.argv[1], "killed",
-                       flush_every_s=0.5)
+tracker = GreenTracker(GreenConfig(country_iso_code="IRL", measure_power_secs=0.5, flush_secs=0.5), sys.argv[1],
+                       "killed")
 tracker.__enter__()
 a = np.random.default_rng(0).random((300, 300))
 end = time.perf_counter() + 4.0
@@ -200,8 +200,8 @@ def test_a_killed_process_leaves_its_energy_and_the_resumed_one_counts_it(tmp_pa
     first_s, first_kwh = float(rows[0]["duration"]), float(rows[0]["energy_consumed"])
     assert 2.5 < first_s < 6 and first_kwh > 0
 
-    cfg = GreenConfig(country_iso_code="IRL", measure_power_secs=0.5)
-    with GreenTracker(cfg, out, "resumed", flush_every_s=0.5) as tracker:
+    cfg = GreenConfig(country_iso_code="IRL", measure_power_secs=0.5, flush_secs=0.5)
+    with GreenTracker(cfg, out, "resumed") as tracker:
         busy(1.5)
     r = tracker.report
     rows = list(csv.DictReader((out / "emissions.csv").open()))
@@ -215,7 +215,7 @@ def test_a_killed_process_leaves_its_energy_and_the_resumed_one_counts_it(tmp_pa
 
 
 def test_a_fresh_folder_reports_only_its_own_process(tmp_path):
-    with GreenTracker(GreenConfig(measure_power_secs=0.5), tmp_path / "green", "one", flush_every_s=0.5) as t:
+    with GreenTracker(GreenConfig(measure_power_secs=0.5, flush_secs=0.5), tmp_path / "green", "one") as t:
         busy(1.2)
     assert not any("earlier process" in n for n in t.report.notes)
     rows = list(csv.DictReader((tmp_path / "green" / "emissions.csv").open()))

@@ -165,21 +165,19 @@ class GreenTracker:
     when CodeCarbon fails, only the duration is recorded, energy and emissions are 0, and the
     report's notes say why. Exceptions of the wrapped block propagate unchanged.
 
-    Killed and resumed runs: every ``flush_every_s`` seconds (default ``cfg.flush_secs``) the
+    Killed and resumed runs: every ``cfg.flush_secs`` seconds the
     process's figures so far are written to ``emissions.csv`` (one row per process, keyed by
     CodeCarbon's ``run_id``), so a process killed mid-run leaves its energy there, missing at most
-    the last ``flush_every_s`` seconds. The report then adds every other process's row found in
+    the last ``cfg.flush_secs`` seconds. The report then adds every other process's row found in
     that file (earlier processes of the same run folder, e.g. before ``train.resume``) to its
     energy, emissions and duration, and a note says how many and how much. Callers give each run
     its own ``output_dir`` (a run folder is deleted, never mixed, when it is overwritten).
     """
 
-    def __init__(self, cfg: GreenConfig, output_dir: str | Path, project_name: str,
-                 flush_every_s: Optional[float] = None) -> None:
+    def __init__(self, cfg: GreenConfig, output_dir: str | Path, project_name: str) -> None:
         self.cfg = cfg
         self.output_dir = Path(output_dir)
         self.project_name = project_name
-        self.flush_every_s = float(flush_every_s or cfg.flush_secs)
         self.report: Optional[GreenReport] = None
         self._tracker: Any = None
         self._failure: Optional[str] = None
@@ -217,7 +215,7 @@ class GreenTracker:
         self._flusher.start()
 
     def _flush_loop(self) -> None:
-        while not self._stop_flushing.wait(self.flush_every_s):
+        while not self._stop_flushing.wait(self.cfg.flush_secs):
             try:
                 self._tracker.flush()  # CodeCarbon's own "write so far, keep running"
             except Exception as e:  # pragma: no cover - never let tracking break training
@@ -287,7 +285,7 @@ class GreenTracker:
             cpu_model=data.cpu_model or None, gpu_model=data.gpu_model or None,
             country_iso_code=data.country_iso_code or self.cfg.country_iso_code,
             tracking=tracking, measured=measured, notes=notes)
-        return add_earlier_processes(report, self._earlier_processes(), self.flush_every_s)
+        return add_earlier_processes(report, self._earlier_processes(), self.cfg.flush_secs)
 
 
 def add_earlier_processes(report: GreenReport, rows: list[dict], flush_every_s: float) -> GreenReport:
@@ -308,12 +306,12 @@ def add_earlier_processes(report: GreenReport, rows: list[dict], flush_every_s: 
             skipped += 1
     if not used and not skipped:
         return report
-    for k in keys:
-        setattr(report, k, getattr(report, k) + sum(u[k] for u in used))
-    kwh, secs = sum(u["energy_kwh"] for u in used), sum(u["duration_s"] for u in used)
+    earlier = {k: sum(u[k] for u in used) for k in keys}
+    for k, v in earlier.items():
+        setattr(report, k, getattr(report, k) + v)
     note = (f"Includes {len(used)} earlier process(es) of this run (stopped, then resumed with train.resume): "
-            f"{kwh:.3g} kWh over {secs:.0f} s, as each last wrote it; each may miss up to its last "
-            f"{flush_every_s:.0f} s before it stopped.")
+            f"{earlier['energy_kwh']:.3g} kWh over {earlier['duration_s']:.0f} s, as each last wrote it; "
+            f"each may miss up to its last {flush_every_s:.0f} s before it stopped.")
     if skipped:
         note += f" {skipped} unreadable row(s) of emissions.csv were left out (under-reported)."
     report.notes.append(note)
