@@ -11,20 +11,17 @@ import json
 import sys
 from pathlib import Path
 
+from adaptmllm.evaluation.human import run_languages
+from adaptmllm.evaluation.scoring import read_run_lines
 from adaptmllm.metrics.significance import paired_bootstrap
-
-
-def lines(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").split("\n")[:-1]
 
 
 def main(a: str, b: str, out: str) -> None:
     runs = [Path(a), Path(b)]
-    tgt = [json.loads((r / "data" / "data_report.json").read_text())["tgt_lang"] for r in runs]
-    refs = [lines(r / "data" / f"test.{t}") for r, t in zip(runs, tgt)]
+    refs = [read_run_lines(r / "data" / f"test.{run_languages(r)[1]}") for r in runs]
     if refs[0] != refs[1]:
         sys.exit(f"{a} and {b} were not scored on the same test references")
-    result = paired_bootstrap(lines(runs[0] / "finetuned.hyp.txt"), lines(runs[1] / "finetuned.hyp.txt"), refs[0])
+    result = paired_bootstrap(*(read_run_lines(r / "finetuned.hyp.txt") for r in runs), refs[0])
     result["baseline_run"], result["finetuned_run"] = runs[0].name, runs[1].name
     Path(out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     for k, m in result["metrics"].items():
