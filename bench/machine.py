@@ -43,5 +43,6 @@ def memory_gb() -> Optional[float]:
     gib = host_memory_gib()
     return None if gib is None else round(gib, 1)
 
+
 if __name__ == "__main__":
     print(json.dumps({"cpu": cpu_model(), "cores": os.cpu_count(), "memory_gb": memory_gb()}))
